@@ -1,0 +1,149 @@
+"""The `clv` command line: one command per stage, composing the platform's layers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from clv.settings import Settings
+
+app = typer.Typer(
+    help="Customer-lifetime-value and database-monetization platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("clv")
+
+# Errors a user can cause: shown as one line and a non-zero exit, never a traceback.
+USER_ERRORS = (ValueError, LookupError, FileExistsError, FileNotFoundError, PermissionError)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings object built by the top-level callback."""
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None, typer.Option(help="State folder (overrides CLV_HOME; default ./var).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Customer-lifetime-value and database-monetization platform."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    ctx.obj = Settings() if home is None else Settings(home=home)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    scale: Annotated[
+        float | None, typer.Option(help="Entity-count multiplier (0.01 for tests, 10 at scale).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same bytes).")] = None,
+    months: Annotated[int | None, typer.Option(help="Months of history (default 36).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace data already in $CLV_HOME/raw.")] = False,
+    advance: Annotated[
+        int, typer.Option(help="Extend the existing world by N months instead.", min=0)
+    ] = 0,
+) -> None:
+    """Simulate the TechFlow database into $CLV_HOME/raw (ground truth into $CLV_HOME/truth)."""
+    from simulator.io import advance_world, as_of, read_tables, write_world
+    from simulator.summary import summarize
+    from simulator.world import simulate as run_simulation
+
+    settings = settings_of(ctx)
+    started = time.perf_counter()
+    if advance:
+        if any(v is not None for v in (scale, seed, months)) or force:
+            raise ValueError("--advance keeps the world's own seed, scale and months")
+        manifest = advance_world(settings.raw_dir, settings.truth_dir, advance)
+    else:
+        scale = settings.scale if scale is None else scale
+        months = settings.months if months is None else months
+        if scale <= 0:
+            raise ValueError(f"--scale must be positive, got {scale}")
+        if months < 13:
+            raise ValueError(f"--months must be at least 13, got {months}")
+        from simulator.io import holds_data
+
+        if holds_data(settings.raw_dir) and not force:
+            raise FileExistsError(
+                f"{settings.raw_dir} already holds data; pass --force to replace it"
+            )
+        world = run_simulation(
+            months=months, scale=scale, seed=settings.seed if seed is None else seed
+        )
+        manifest = write_world(world, settings.raw_dir, settings.truth_dir, force=force)
+    elapsed = time.perf_counter() - started
+    typer.echo(f"wrote {settings.raw_dir} ({manifest.as_of}, {elapsed:.1f} s)")
+    raw = read_tables(settings.raw_dir)
+    _print_summary(summarize(raw, as_of(manifest.months)), manifest.scale)
+
+
+def _print_summary(summary: object, scale: float) -> None:
+    from simulator.summary import Summary, deviations
+
+    assert isinstance(summary, Summary)
+    typer.echo(f"TechFlow database as of {summary.as_of} (scale {scale:g})")
+    typer.echo(f"  {'figure':26s} {'measured':>11s} {'target':>11s}  within tolerance")
+    for name, (measured, target, _tol, ok) in deviations(summary, scale).items():
+        fmt = "{:11.0f}" if measured > 100 else "{:11.3f}"
+        typer.echo(
+            f"  {name:26s} {fmt.format(measured)} {fmt.format(target)}  {'yes' if ok else 'NO'}"
+        )
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The main job on the embedded default: simulate (once) and summarise the database."""
+    from simulator.io import Manifest, as_of, holds_data, read_tables, write_world
+    from simulator.summary import summarize
+    from simulator.world import simulate as run_simulation
+
+    settings = settings_of(ctx)
+    started = time.perf_counter()
+    wanted = (settings.seed, settings.scale, settings.months)
+    current = None
+    if holds_data(settings.raw_dir):
+        manifest = Manifest.read(settings.raw_dir)
+        current = (manifest.seed, manifest.scale, manifest.months)
+    if current == wanted:
+        typer.echo(f"[1/1] database already simulated in {settings.raw_dir}; reusing it")
+    else:
+        typer.echo(f"[1/1] simulating the TechFlow database into {settings.raw_dir}")
+        world = run_simulation(months=settings.months, scale=settings.scale, seed=settings.seed)
+        manifest = write_world(world, settings.raw_dir, settings.truth_dir, force=True)
+    raw = read_tables(settings.raw_dir)
+    _print_summary(summarize(raw, as_of(manifest.months)), manifest.scale)
+    typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s; state in {settings.home}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or exc.title
+        typer.echo(f"error: setting {where}: {first['msg']}", err=True)
+        sys.exit(2)
+    except USER_ERRORS as exc:
+        message = exc.args[0] if exc.args else repr(exc)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(1)

@@ -1,0 +1,40 @@
+"""Shared fixtures: one small simulated world per test session, real folders in tmp paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Telemetry off for every library the tests touch (the Makefile and CI set these too).
+os.environ.setdefault("FEAST_USAGE", "False")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+SMALL_SCALE = 0.05
+RATE_SCALE = 1.0
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A 36-month world at 5% of the default size (about 620 active customers)."""
+    from simulator.world import simulate
+
+    return simulate(months=36, scale=SMALL_SCALE, seed=7)
+
+
+@pytest.fixture(scope="session")
+def rate_world():
+    """The default-size world (seed 42): the stated tolerances apply at this size."""
+    from simulator.world import simulate
+
+    return simulate(months=36, scale=RATE_SCALE, seed=42)
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty CLV_HOME for one test."""
+    monkeypatch.setenv("CLV_HOME", str(tmp_path / "var"))
+    return tmp_path / "var"

@@ -1,0 +1,1 @@
+"""Model training: specs, fitting and probabilistic CLV models."""
