@@ -109,6 +109,75 @@ def _print_summary(summary: object, scale: float) -> None:
         )
 
 
+features_app = typer.Typer(help="Feature store: build tables, register, materialize.")
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("build")
+def features_build(
+    ctx: typer.Context,
+    rebuild: Annotated[
+        bool, typer.Option("--all", help="Recompute every cutoff, not only new ones.")
+    ] = False,
+) -> None:
+    """Compute per-cutoff feature tables from $CLV_HOME/raw into $CLV_HOME/features."""
+    from features.pipeline import build_features
+
+    settings = settings_of(ctx)
+    report = build_features(settings.raw_dir, settings.features_dir, rebuild=rebuild)
+    typer.echo(report.describe())
+
+
+@features_app.command("apply")
+def features_apply(ctx: typer.Context) -> None:
+    """Register entities, feature views and feature services (like `feast apply`)."""
+    from features.store import apply, open_store
+
+    from clv.compose import store_config
+
+    settings = settings_of(ctx)
+    names = apply(open_store(store_config(settings)), settings.features_dir)
+    typer.echo(f"applied {len(names)} objects: {', '.join(names)}")
+
+
+@features_app.command("materialize")
+def features_materialize(
+    ctx: typer.Context,
+    full: Annotated[bool, typer.Option(help="Reload every cutoff, not only new ones.")] = False,
+) -> None:
+    """Load the latest feature rows into the online store (incremental by default)."""
+    from features.store import built_cutoffs, materialize, open_store
+
+    from clv.compose import store_config
+
+    settings = settings_of(ctx)
+    cutoffs = built_cutoffs(settings.features_dir)
+    if not cutoffs:
+        raise FileNotFoundError(
+            f"no feature tables in {settings.features_dir}; run `clv features build` first"
+        )
+    store = open_store(store_config(settings))
+    started = time.perf_counter()
+    intervals = materialize(store, settings.features_dir, cutoffs[-1], full=full)
+    typer.echo(
+        f"materialized up to {cutoffs[-1].date()} in {time.perf_counter() - started:.1f} s: "
+        + ", ".join(intervals)
+    )
+
+
+@features_app.command("env")
+def features_env(ctx: typer.Context) -> None:
+    """Print the exports that let the `feast` CLI in features/ use the current settings."""
+    import shlex
+
+    from clv.compose import store_config
+
+    settings = settings_of(ctx)
+    for name, value in store_config(settings).environment().items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+    typer.echo(f"export CLV_HOME={shlex.quote(str(settings.home))}")
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The main job on the embedded default: simulate (once) and summarise the database."""

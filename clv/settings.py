@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     redis_url: str = "127.0.0.1:6379"
     feast_registry: Literal["file", "sql"] = "file"
     feast_registry_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    feast_project: str = Field(default="techflow", pattern=r"^[a-z][a-z0-9_]*$")
 
     trials: int = Field(default=30, ge=1, description="Optuna trials per model.")
     api_key: SecretStr | None = Field(default=None, description="Bearer key for scoring.")

@@ -1,0 +1,1 @@
+"""Benchmarks of the platform: `python -m bench [NAME ...]` prints tables and writes JSON."""

@@ -1,0 +1,264 @@
+"""Thin adapter over Feast: configuration, feature-table files, apply, materialize, and the two
+reads the platform makes (point-in-time training sets and online lookups).
+
+This module and `repo.py` are the only ones in `features/` that import Feast.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.columns import DIRECTORY_VIEWS, VIEW_COLUMNS, service_features
+from features.repo import build_definitions
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).parent
+YAML_FILE = REPO_DIR / "feature_store.yaml"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the feature tables live and which engines Feast uses."""
+
+    features_dir: Path
+    feast_dir: Path
+    online_store: str = "sqlite"  # or "redis"
+    redis_url: str = "127.0.0.1:6379"
+    registry: str = "file"  # or "sql"
+    registry_url: str = ""
+    project: str = "techflow"
+
+    def environment(self) -> dict[str, str]:
+        """Values of the `${...}` variables of feature_store.yaml, as flow-style YAML."""
+        if self.registry == "sql":
+            registry = f'{{registry_type: sql, path: "{self.registry_url}", cache_ttl_seconds: 60}}'
+        else:
+            path = self.feast_dir / "registry.db"
+            registry = f'{{registry_type: file, path: "{path}", cache_ttl_seconds: 60}}'
+        if self.online_store == "redis":
+            online = f'{{type: redis, connection_string: "{self.redis_url}"}}'
+        else:
+            online = f'{{type: sqlite, path: "{self.feast_dir / "online.db"}"}}'
+        return {"CLV_FEAST_REGISTRY": registry, "CLV_FEAST_ONLINE_STORE": online}
+
+
+def repo_config(config: StoreConfig) -> Any:
+    """feature_store.yaml with our values substituted, validated by Feast's own model."""
+    from feast.repo_config import RepoConfig
+
+    text = YAML_FILE.read_text()
+    for name, value in config.environment().items():
+        text = text.replace("${" + name + "}", value)
+    raw = yaml.safe_load(text)
+    raw["project"] = config.project
+    repo = RepoConfig(**raw)
+    repo.repo_path = REPO_DIR
+    return repo
+
+
+def open_store(config: StoreConfig) -> Any:
+    """A FeatureStore over the configured engines."""
+    from feast import FeatureStore
+
+    if config.online_store == "sqlite" or config.registry == "file":
+        config.feast_dir.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config(config))
+
+
+# ---- feature-table files -------------------------------------------------------------------
+def cutoff_file(features_dir: Path, view: str, cutoff: pd.Timestamp) -> Path:
+    """One parquet file per view and cutoff: the view's folder is its Feast file source."""
+    return features_dir / view / f"{cutoff:%Y-%m-%d}.parquet"
+
+
+def built_cutoffs(features_dir: Path) -> list[pd.Timestamp]:
+    """Cutoffs present for every per-cutoff view."""
+    sets = []
+    for view in VIEW_COLUMNS:
+        if view in DIRECTORY_VIEWS:
+            continue
+        folder = features_dir / view
+        stems = {p.stem for p in folder.glob("*.parquet")} if folder.exists() else set()
+        sets.append(stems)
+    common = set.intersection(*sets) if sets else set()
+    return sorted(pd.Timestamp(s) for s in common)
+
+
+def write_feature_tables(
+    tables: dict[str, dict[pd.Timestamp, pd.DataFrame]],
+    directories: dict[str, pd.DataFrame],
+    features_dir: Path,
+    replace: bool,
+) -> int:
+    """Write every table to a staging folder first, then move the files into place, so a
+    failure part-way leaves the previous tables untouched. Returns the files written."""
+    features_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging.", dir=features_dir))
+    written = []
+    try:
+        for view, by_cutoff in tables.items():
+            for cutoff, frame in by_cutoff.items():
+                target = cutoff_file(staging, view, cutoff)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(target, index=False)
+                written.append((target, cutoff_file(features_dir, view, cutoff)))
+        for view, frame in directories.items():
+            target = staging / view / "directory.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(target, index=False)
+            written.append((target, features_dir / view / "directory.parquet"))
+        if replace:
+            for view in VIEW_COLUMNS:
+                for old in (features_dir / view).glob("*.parquet"):
+                    old.unlink()
+        for source, target in written:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return len(written)
+
+
+# ---- registry and online store -------------------------------------------------------------
+def apply(store: Any, features_dir: Path) -> list[str]:
+    """Register every definition (idempotent, like `feast apply`); returns object names."""
+    definitions = build_definitions(features_dir)
+    objects = definitions.objects()
+    store.apply(objects)
+    return [obj.name for obj in objects]
+
+
+def materialize(
+    store: Any, features_dir: Path, until: pd.Timestamp, full: bool = False
+) -> dict[str, str]:
+    """Load feature rows up to `until` into the online store.
+
+    Incremental by default: each view continues from where its last materialization ended
+    (Feast keeps the intervals in the registry). `full` reloads from the first cutoff.
+    """
+    end = (until + pd.Timedelta(seconds=1)).to_pydatetime()
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=_utc())
+    views = list(VIEW_COLUMNS)
+    if full:
+        cutoffs = built_cutoffs(features_dir)
+        start = (cutoffs[0] if cutoffs else until).to_pydatetime().replace(tzinfo=_utc())
+        store.materialize(start - timedelta(seconds=1), end, feature_views=views)
+    else:
+        store.materialize_incremental(end, feature_views=views)
+    intervals = {}
+    for view in views:
+        fv = store.get_feature_view(view)
+        intervals[view] = str(fv.most_recent_end_time)
+    return intervals
+
+
+def _utc() -> Any:
+    from datetime import UTC
+
+    return UTC
+
+
+# ---- reads ---------------------------------------------------------------------------------
+def service_refs(store: Any, service: str) -> list[str]:
+    """`view:feature` references of a feature service, in the order of `service_features`."""
+    fs = store.get_feature_service(service)
+    refs = {}
+    for projection in fs.feature_view_projections:
+        for feature in projection.features:
+            refs[feature.name] = f"{projection.name_to_use()}:{feature.name}"
+    return [refs[name] for name in service_features(service)]
+
+
+def historical_matrix(
+    store: Any, service: str, entity_df: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Point-in-time training rows for `entity_df` (join keys + `event_timestamp`) through
+    Feast's `get_historical_features`; returns (keys in input order, float64 features)."""
+    if entity_df.empty:
+        raise ValueError(f"feature service {service}: the entity dataframe is empty")
+    frame = entity_df.reset_index(drop=True).copy()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame["_row"] = np.arange(len(frame), dtype=np.int64)
+    result = store.get_historical_features(
+        entity_df=frame, features=store.get_feature_service(service)
+    ).to_df()
+    result = result.sort_values("_row").reset_index(drop=True)
+    if len(result) != len(frame):
+        raise RuntimeError(
+            f"feature service {service}: Feast returned {len(result)} rows for {len(frame)}"
+        )
+    names = service_features(service)
+    matrix = result[names].astype(np.float64)
+    keys = result[[c for c in entity_df.columns]]
+    return keys, matrix
+
+
+class UnknownEntityError(LookupError):
+    """An id the database does not know."""
+
+
+class NoFeaturesError(LookupError):
+    """A known id without feature rows yet (e.g. it signed up after the last cutoff)."""
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Features of one or many entities for several services, from one online lookup."""
+
+    key: str
+    values: pd.DataFrame  # one row per requested id (in request order), float64 features
+    known: np.ndarray  # the id exists in the database
+    has_features: np.ndarray  # the id has at least one feature row online
+
+    def for_service(self, service: str) -> pd.DataFrame:
+        """The columns one feature service serves, in its order."""
+        return self.values[service_features(service)]
+
+    def check(self) -> None:
+        """Raise for the first id that is unknown or has no features yet."""
+        ids = self.values.index
+        for i in range(len(ids)):
+            if not self.known[i]:
+                raise UnknownEntityError(f"unknown {self.key} {ids[i]!r}")
+            if not self.has_features[i]:
+                raise NoFeaturesError(
+                    f"{self.key} {ids[i]!r} has no features yet (no cutoff since it joined)"
+                )
+
+
+def online_refs(store: Any, services: list[str], directory: str) -> list[str]:
+    """Every reference needed for `services` plus the id directory, without duplicates."""
+    refs: dict[str, None] = {}
+    for service in services:
+        for ref in service_refs(store, service):
+            refs[ref] = None
+    _, ints, _ = VIEW_COLUMNS[directory]
+    for name in ints:
+        refs[f"{directory}:{name}"] = None
+    return list(refs)
+
+
+def online_lookup(
+    store: Any, refs: list[str], key: str, ids: list[str], directory: str
+) -> OnlineFeatures:
+    """One `get_online_features` call for all `refs` and ids."""
+    response = store.get_online_features(features=refs, entity_rows={key: ids}).to_dict()
+    directory_columns = VIEW_COLUMNS[directory][1]
+    names = [ref.split(":", 1)[1] for ref in refs if not ref.startswith(directory + ":")]
+    frame = pd.DataFrame({n: response[n] for n in names}, index=pd.Index(ids, name=key))
+    frame = frame.astype(np.float64)
+    known = np.array([v is not None for v in response[directory_columns[0]]], dtype=bool)
+    has_features = frame.notna().any(axis=1).to_numpy()
+    return OnlineFeatures(key, frame, known, has_features)
