@@ -54,7 +54,7 @@ lock: ## Re-resolve the pinned dependency set into requirements.lock
 	rm -rf /tmp/clv-lock && $(PYTHON) -m venv /tmp/clv-lock
 	/tmp/clv-lock/bin/pip install --quiet ".[scale,dev]"
 	( echo "# Exact pins for Python 3.11 (pip freeze of a clean install of pyproject.toml + dev tools)."; \
-	  echo "# Regenerate: make lock"; /tmp/clv-lock/bin/pip freeze --exclude clv-platform ) > requirements.lock
+	  echo "# Regenerate: make lock"; /tmp/clv-lock/bin/pip freeze --exclude clv-platform --exclude lifetimes ) > requirements.lock
 
 clean: ## Remove ./var (all local state) and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

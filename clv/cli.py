@@ -131,9 +131,8 @@ def features_build(
 @features_app.command("apply")
 def features_apply(ctx: typer.Context) -> None:
     """Register entities, feature views and feature services (like `feast apply`)."""
-    from features.store import apply, open_store
-
     from clv.compose import store_config
+    from features.store import apply, open_store
 
     settings = settings_of(ctx)
     names = apply(open_store(store_config(settings)), settings.features_dir)
@@ -146,9 +145,8 @@ def features_materialize(
     full: Annotated[bool, typer.Option(help="Reload every cutoff, not only new ones.")] = False,
 ) -> None:
     """Load the latest feature rows into the online store (incremental by default)."""
-    from features.store import built_cutoffs, materialize, open_store
-
     from clv.compose import store_config
+    from features.store import built_cutoffs, materialize, open_store
 
     settings = settings_of(ctx)
     cutoffs = built_cutoffs(settings.features_dir)

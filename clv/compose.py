@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from features.store import StoreConfig
-
 from clv.settings import Settings
+from features.store import StoreConfig
 
 
 def store_config(settings: Settings) -> StoreConfig:

@@ -8,12 +8,14 @@ never a loose list of features.
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
 from feast.types import Float64, Int64
 
@@ -71,6 +73,16 @@ def _ratios(inputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fresh_copy(function: Any) -> Any:
+    """A copy of a module-level function: Feast's decorator rebinds the function it wraps to
+    `__main__` (so dill pickles it by value), which must not leak into the original."""
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__, function.__defaults__
+    )
+    copy.__doc__ = function.__doc__
+    return copy
+
+
 def build_definitions(data_dir: Path | str) -> Definitions:
     """Feast objects whose file sources are the feature tables under `data_dir`."""
     data_dir = Path(data_dir)
@@ -91,7 +103,8 @@ def build_definitions(data_dir: Path | str) -> Definitions:
     for name, (key, ints, floats) in VIEW_COLUMNS.items():
         source = FileSource(
             name=f"{name}_source",
-            path=str(data_dir / name),
+            path=str(data_dir / name / "*.parquet"),
+            file_format=ParquetFormat(),
             timestamp_field="event_timestamp",
         )
         views[name] = FeatureView(
@@ -113,7 +126,7 @@ def build_definitions(data_dir: Path | str) -> Definitions:
         schema=[Field(name=n, dtype=Float64) for n in ON_DEMAND_FLOAT],
         mode="python",
         description="Ratios computed at lookup time from the customer view.",
-    )(_ratios)
+    )(_fresh_copy(_ratios))
     services = {}
     for service, view_names in SERVICE_VIEWS.items():
         wanted = set(service_features(service))

@@ -50,7 +50,7 @@ class StoreConfig:
             online = f'{{type: redis, connection_string: "{self.redis_url}"}}'
         else:
             online = f'{{type: sqlite, path: "{self.feast_dir / "online.db"}"}}'
-        return {"CLV_FEAST_REGISTRY": registry, "CLV_FEAST_ONLINE_STORE": online}
+        return {"FEAST_REGISTRY_CONFIG": registry, "FEAST_ONLINE_STORE_CONFIG": online}
 
 
 def repo_config(config: StoreConfig) -> Any:
@@ -111,12 +111,12 @@ def write_feature_tables(
             for cutoff, frame in by_cutoff.items():
                 target = cutoff_file(staging, view, cutoff)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                frame.to_parquet(target, index=False)
+                _write_view(frame, view, target)
                 written.append((target, cutoff_file(features_dir, view, cutoff)))
         for view, frame in directories.items():
             target = staging / view / "directory.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(target, index=False)
+            _write_view(frame, view, target)
             written.append((target, features_dir / view / "directory.parquet"))
         if replace:
             for view in VIEW_COLUMNS:
@@ -128,6 +128,20 @@ def write_feature_tables(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return len(written)
+
+
+def _write_view(frame: pd.DataFrame, view: str, target: Path) -> None:
+    """Parquet with the view's exact Arrow schema, so even an empty cutoff is typed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    key, ints, floats = VIEW_COLUMNS[view]
+    schema = pa.schema(
+        [(key, pa.string()), ("event_timestamp", pa.timestamp("ns", tz="UTC"))]
+        + [(n, pa.int64()) for n in ints]
+        + [(n, pa.float64()) for n in floats]
+    )
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), target)
 
 
 # ---- registry and online store -------------------------------------------------------------
@@ -238,27 +252,30 @@ class OnlineFeatures:
                 )
 
 
-def online_refs(store: Any, services: list[str], directory: str) -> list[str]:
-    """Every reference needed for `services` plus the id directory, without duplicates."""
+def online_refs(store: Any, services: list[str]) -> list[str]:
+    """Every `view:feature` reference needed for `services`, without duplicates."""
     refs: dict[str, None] = {}
     for service in services:
         for ref in service_refs(store, service):
             refs[ref] = None
-    _, ints, _ = VIEW_COLUMNS[directory]
-    for name in ints:
-        refs[f"{directory}:{name}"] = None
     return list(refs)
 
 
 def online_lookup(
     store: Any, refs: list[str], key: str, ids: list[str], directory: str
 ) -> OnlineFeatures:
-    """One `get_online_features` call for all `refs` and ids."""
+    """One `get_online_features` call for all `refs` and ids. Only when some id comes back
+    without any feature is the id directory read, to tell unknown ids from new ones."""
     response = store.get_online_features(features=refs, entity_rows={key: ids}).to_dict()
-    directory_columns = VIEW_COLUMNS[directory][1]
-    names = [ref.split(":", 1)[1] for ref in refs if not ref.startswith(directory + ":")]
-    frame = pd.DataFrame({n: response[n] for n in names}, index=pd.Index(ids, name=key))
-    frame = frame.astype(np.float64)
-    known = np.array([v is not None for v in response[directory_columns[0]]], dtype=bool)
-    has_features = frame.notna().any(axis=1).to_numpy()
-    return OnlineFeatures(key, frame, known, has_features)
+    names = [ref.split(":", 1)[1] for ref in refs]
+    matrix = np.array([response[n] for n in names], dtype=np.float64).T.reshape(len(ids), -1)
+    has_features: np.ndarray = np.asarray(~np.isnan(matrix).all(axis=1), dtype=bool)
+    known = has_features.copy()
+    if not has_features.all():
+        missing = [identifier for identifier, ok in zip(ids, has_features, strict=True) if not ok]
+        status_ref = f"{directory}:{VIEW_COLUMNS[directory][1][0]}"
+        found = store.get_online_features(features=[status_ref], entity_rows={key: missing})
+        status = found.to_dict()[status_ref.split(":", 1)[1]]
+        known[~has_features] = [value is not None for value in status]
+    values = pd.DataFrame(matrix, index=pd.Index(ids, name=key), columns=names)
+    return OnlineFeatures(key, values, known, has_features)

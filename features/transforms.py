@@ -106,6 +106,26 @@ def _days_since(
     return np.nan_to_num(_days(cutoff - last), nan=NO_EVENT_DAYS)
 
 
+def _add_months(dates: np.ndarray, months: np.ndarray) -> np.ndarray:
+    """Calendar month arithmetic on datetime64 arrays (day clipped to the month's end)."""
+    start = dates.astype("datetime64[M]")
+    day = (dates.astype("datetime64[D]") - start.astype("datetime64[D]")).astype(np.int64)
+    target = start + months.astype("timedelta64[M]")
+    length = ((target + 1).astype("datetime64[D]") - target.astype("datetime64[D]")).astype(int)
+    return (target.astype("datetime64[D]") + np.minimum(day, length - 1)).astype("datetime64[ns]")
+
+
+def _next_anniversary(starts: np.ndarray, cutoff: pd.Timestamp) -> pd.Series:
+    """First anniversary of each start date on or after the cutoff."""
+    start_month = starts.astype("datetime64[M]").astype(np.int64)
+    cutoff_month = np.datetime64(cutoff, "M").astype(np.int64)
+    years = (cutoff_month - start_month) // 12
+    candidate = _add_months(starts, years * 12)
+    late = candidate < cutoff.to_datetime64()
+    candidate[late] = _add_months(starts[late], (years[late] + 1) * 12)
+    return pd.Series(candidate)
+
+
 def _stamp(cutoff: pd.Timestamp) -> pd.Timestamp:
     """Feast event timestamps are UTC."""
     stamp = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
@@ -258,9 +278,7 @@ class FeatureBuilder:
         annual = (static["contract"] == "annual").to_numpy()
         out["annual_contract"] = annual.astype(np.int64)
         spell_start = state["spell_start"]
-        years = np.floor(tenure / 365.25) + 1
-        next_anniversary = spell_start + pd.to_timedelta(np.round(years * 365.25), unit="D")
-        out["days_to_renewal"] = _days(next_anniversary - cutoff)
+        out["days_to_renewal"] = _days(_next_anniversary(spell_start.to_numpy(), cutoff) - cutoff)
         out["month_of_year"] = np.full(len(ids), cutoff.month, np.int64)
 
         tier = _tier_at(self.customers, self.changes, cutoff)
@@ -286,7 +304,7 @@ class FeatureBuilder:
         out["add_ons_available"] = n_add_ons - held
         add_on_value = (
             add_on_buys.drop_duplicates(["customer_id", "product_id"])
-            .assign(price=lambda f: f["product_id"].map(self.product_price))
+            .assign(price=lambda f: f["product_id"].map(self.product_price).astype(float))
             .groupby("customer_id", observed=True, sort=False)["price"]
             .sum()
             .pipe(_align, ids, 0.0)
