@@ -15,6 +15,7 @@ CUSTOMER_INT = [
     "upsell_headroom",  # plan tiers above the current one (what can still be upsold)
     "add_ons_available",  # add-ons not held yet (what can still be cross-sold)
     "orders_1m", "orders_3m", "orders_12m",  # frequency: orders in the last 1/3/12 months
+    "order_days_lifetime",  # distinct days with an order in the current spell (BG/NBD input)
     "seats", "company_size_rank",  # size of the account (0 small, 1 mid, 2 large)
     "industry_code", "source_code",  # segment codes (see transforms.INDUSTRIES / SOURCES)
     "weeks_active_12w",  # weeks with any session among the last 12 complete weeks

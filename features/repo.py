@@ -26,6 +26,7 @@ from features.columns import (
     VIEW_COLUMNS,
     service_features,
 )
+from features.on_demand import ratios
 
 PROJECT = "techflow"
 # Feature rows are stamped with their cutoff and joined at exactly that cutoff; 20 days keeps
@@ -53,24 +54,6 @@ class Definitions:
             self.on_demand,
             *self.services.values(),
         ]
-
-
-def _ratios(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Per-seat revenue and per-user sessions (python mode: lists in, lists out)."""
-    revenue = inputs["revenue_12m"]
-    seats = inputs["seats"]
-    sessions = inputs["sessions_per_week_4w"]
-    users = inputs["active_users_4w"]
-    return {
-        "revenue_per_seat_12m": [
-            float(r) / max(float(s), 1.0) if r is not None and s is not None else None
-            for r, s in zip(revenue, seats, strict=True)
-        ],
-        "sessions_per_active_user_4w": [
-            float(x) / float(u) if x is not None and u else None
-            for x, u in zip(sessions, users, strict=True)
-        ],
-    }
 
 
 def _fresh_copy(function: Any) -> Any:
@@ -118,7 +101,7 @@ def build_definitions(data_dir: Path | str) -> Definitions:
             tags={"entity": key},
         )
     customer_view = views["customer_features"]
-    ratios = on_demand_feature_view(
+    ratios_view = on_demand_feature_view(
         name=ON_DEMAND_VIEW,
         sources=[
             customer_view[["revenue_12m", "seats", "sessions_per_week_4w", "active_users_4w"]]
@@ -126,14 +109,14 @@ def build_definitions(data_dir: Path | str) -> Definitions:
         schema=[Field(name=n, dtype=Float64) for n in ON_DEMAND_FLOAT],
         mode="python",
         description="Ratios computed at lookup time from the customer view.",
-    )(_fresh_copy(_ratios))
+    )(_fresh_copy(ratios))
     services = {}
     for service, view_names in SERVICE_VIEWS.items():
         wanted = set(service_features(service))
         projections = []
         for view_name in view_names:
             if view_name == ON_DEMAND_VIEW:
-                projections.append(ratios)
+                projections.append(ratios_view)
             else:
                 view = views[view_name]
                 projections.append(view[[f.name for f in view.features if f.name in wanted]])
@@ -142,4 +125,4 @@ def build_definitions(data_dir: Path | str) -> Definitions:
             features=projections,
             description=f"Features of the {service.split('_')[0]} model, version 1.",
         )
-    return Definitions(customer, lead, views, ratios, services)
+    return Definitions(customer, lead, views, ratios_view, services)

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.columns import DIRECTORY_VIEWS, VIEW_COLUMNS, service_features
+from features.columns import DIRECTORY_VIEWS, ON_DEMAND_VIEW, VIEW_COLUMNS, service_features
+from features.on_demand import ON_DEMAND_INPUTS, ratios
 from features.repo import build_definitions
 
 log = logging.getLogger(__name__)
@@ -264,9 +265,18 @@ def online_refs(store: Any, services: list[str]) -> list[str]:
 def online_lookup(
     store: Any, refs: list[str], key: str, ids: list[str], directory: str
 ) -> OnlineFeatures:
-    """One `get_online_features` call for all `refs` and ids. Only when some id comes back
-    without any feature is the id directory read, to tell unknown ids from new ones."""
-    response = store.get_online_features(features=refs, entity_rows={key: ids}).to_dict()
+    """One `get_online_features` call for all stored features of `refs` and all ids; the
+    on-demand features are computed from them with the view's own function. Only when some
+    id comes back without any feature is the id directory read, to tell unknown ids from
+    new ones."""
+    on_demand = [r for r in refs if r.startswith(ON_DEMAND_VIEW + ":")]
+    stored = [r for r in refs if r not in on_demand]
+    if on_demand:
+        stored += [f"customer_features:{n}" for n in ON_DEMAND_INPUTS]
+        stored = list(dict.fromkeys(stored))
+    response = store.get_online_features(features=stored, entity_rows={key: ids}).to_dict()
+    if on_demand:
+        response.update(ratios(response))
     names = [ref.split(":", 1)[1] for ref in refs]
     matrix = np.array([response[n] for n in names], dtype=np.float64).T.reshape(len(ids), -1)
     has_features: np.ndarray = np.asarray(~np.isnan(matrix).all(axis=1), dtype=bool)

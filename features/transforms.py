@@ -291,6 +291,10 @@ class FeatureBuilder:
         in_spell = all_orders["order_date"].to_numpy() >= all_orders["customer_id"].map(
             spell
         ).to_numpy("datetime64[ns]")
+        spell_orders = all_orders[in_spell]
+        out["order_days_lifetime"] = _count(
+            spell_orders.drop_duplicates(["customer_id", "order_date"]), "customer_id", ids
+        )
         add_on_buys = all_orders[
             in_spell & (all_orders["kind"] == "add_on") & (all_orders["order_type"] == "new")
         ]

@@ -431,6 +431,9 @@ def test_online_lookup_tells_unknown_from_featureless(feast_home):
     expected = latest.set_index("customer_id").loc[active, "tenure_days"].to_numpy()
     np.testing.assert_allclose(found.values.loc[active, "tenure_days"].to_numpy(), expected)
     assert set(service_features("churn_v1")) <= set(found.values.columns)
+    rows = latest.set_index("customer_id").loc[active]
+    expected_ratio = rows["revenue_12m"].to_numpy() / np.maximum(rows["seats"].to_numpy(), 1)
+    np.testing.assert_allclose(found.values["revenue_per_seat_12m"].to_numpy()[:3], expected_ratio)
     with pytest.raises(UnknownEntityError, match="C-nobody"):
         online_lookup(store, refs, "customer_id", ["C-nobody"], "customer_directory").check()
     with pytest.raises(NoFeaturesError, match=former):

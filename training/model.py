@@ -1,0 +1,151 @@
+"""The model objects the platform trains and ships: an XGBoost booster with a probability
+calibrator fitted on validation data, following scikit-learn's estimator rules (parameters in
+`__init__`, `fit` returns self, learned state ends in `_`).
+
+They save to a folder of plain files (booster JSON + calibrator JSON) that the MLflow pyfunc
+wrapper and the serving layer load without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.base import BaseEstimator
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+BOOSTER_FILE = "booster.json"
+META_FILE = "model.json"
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class Calibrator(BaseEstimator):
+    """Maps raw booster probabilities to calibrated ones: Platt scaling on the logit
+    ('sigmoid'), isotonic regression, or the identity ('none')."""
+
+    def __init__(self, method: str = "sigmoid") -> None:
+        self.method = method
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+        if self.method == "sigmoid":
+            lr = LogisticRegression(C=1e6, max_iter=1000)
+            lr.fit(_logit(raw)[:, None], y)
+            self.params_ = {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+        elif self.method == "isotonic":
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6)
+            iso.fit(raw, y)
+            self.params_ = {
+                "x": [float(v) for v in iso.X_thresholds_],
+                "y": [float(v) for v in iso.y_thresholds_],
+            }
+        elif self.method == "none":
+            self.params_ = {}
+        else:
+            raise ValueError(f"unknown calibration method {self.method!r}")
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        return apply_calibration(self.method, self.params_, raw)
+
+
+def apply_calibration(method: str, params: dict[str, Any], raw: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities from raw ones (pure; shared by pyfunc and serving)."""
+    raw = np.asarray(raw, dtype=float)
+    if method == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-(params["a"] * _logit(raw) + params["b"])))
+    if method == "isotonic":
+        return np.interp(raw, np.asarray(params["x"]), np.asarray(params["y"]))
+    return raw
+
+
+class BoostedModel(BaseEstimator):
+    """XGBoost on a fixed feature list, plus a calibrator for classifiers."""
+
+    def __init__(
+        self,
+        objective: str = "binary",
+        params: dict[str, Any] | None = None,
+        num_rounds: int = 200,
+        calibration: str = "sigmoid",
+        seed: int = 0,
+    ) -> None:
+        self.objective = objective
+        self.params = params
+        self.num_rounds = num_rounds
+        self.calibration = calibration
+        self.seed = seed
+
+    def _xgb_params(self) -> dict[str, Any]:
+        base = {
+            "objective": "binary:logistic" if self.objective == "binary" else "reg:squarederror",
+            "eval_metric": "logloss" if self.objective == "binary" else "mae",
+            "tree_method": "hist",
+            "seed": self.seed,
+            "nthread": 2,
+        }
+        return {**base, **(self.params or {})}
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        X_valid: pd.DataFrame | None = None,
+        y_valid: np.ndarray | None = None,
+    ) -> BoostedModel:
+        """Train the booster on (X, y); fit the calibrator on the validation rows."""
+        self.feature_names_ = list(X.columns)
+        train = xgb.DMatrix(X.to_numpy(np.float64), label=y, feature_names=self.feature_names_)
+        self.booster_ = xgb.train(self._xgb_params(), train, num_boost_round=self.num_rounds)
+        method = self.calibration if self.objective == "binary" else "none"
+        self.calibrator_ = Calibrator(method)
+        if method != "none":
+            if X_valid is None or y_valid is None:
+                raise ValueError("calibration needs validation rows")
+            self.calibrator_.fit(self.raw_predict(X_valid), y_valid)
+        else:
+            self.calibrator_.fit(np.zeros(1), np.zeros(1))
+        return self
+
+    def raw_predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster_.inplace_predict(X[self.feature_names_].to_numpy(np.float64))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities (classifiers) or values (regression)."""
+        return self.calibrator_.transform(self.raw_predict(X))
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """XGBoost's own per-feature contributions (SHAP values) on the margin, plus bias."""
+        matrix = xgb.DMatrix(X[self.feature_names_].to_numpy(np.float64))
+        return self.booster_.predict(matrix, pred_contribs=True)
+
+    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster_.save_model(folder / BOOSTER_FILE)
+        meta = {
+            "objective": self.objective,
+            "features": self.feature_names_,
+            "calibration": {"method": self.calibrator_.method, "params": self.calibrator_.params_},
+            **(extra or {}),
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=1))
+        return folder
+
+
+def load_meta(folder: Path) -> dict[str, Any]:
+    """The metadata written by `BoostedModel.save` (features, calibration, extras)."""
+    return dict(json.loads((folder / META_FILE).read_text()))
+
+
+def load_booster(folder: Path) -> xgb.Booster:
+    booster = xgb.Booster()
+    booster.load_model(folder / BOOSTER_FILE)
+    return booster

@@ -1,0 +1,191 @@
+"""Model specs: everything the generic training job needs to know about one model.
+
+A new model is a new entry here (or in a user's TOML file loaded by `load_specs`), never a
+copied script: population, feature service, label and horizon, objective, metric, gate
+thresholds and search space.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Param(BaseModel):
+    """One hyper-parameter range of the Optuna search space."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Param:
+        if not self.low < self.high:
+            raise ValueError(f"search range must have low < high, got {self.low}..{self.high}")
+        return self
+
+
+DEFAULT_SPACE: dict[str, Param] = {
+    "learning_rate": Param(low=0.02, high=0.3, log=True),
+    "max_depth": Param(low=2, high=7, integer=True),
+    "min_child_weight": Param(low=1, high=50, log=True),
+    "subsample": Param(low=0.5, high=1.0),
+    "colsample_bytree": Param(low=0.4, high=1.0),
+    "reg_lambda": Param(low=0.1, high=20, log=True),
+}
+
+
+class Gate(BaseModel):
+    """Promotion rules of a model (used by the registry's gate)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    primary_floor: float | None = Field(
+        default=None, description="Worst acceptable primary metric (a minimum for AUC)."
+    )
+    max_ece: float | None = Field(default=0.05, description="Calibration ceiling (classifiers).")
+    margin: float = Field(
+        default=0.005,
+        ge=0,
+        description="Non-inferiority margin on the primary metric "
+        "(absolute for AUC, relative for MAE).",
+    )
+    beat_baseline: bool = Field(default=False, description="Must beat the naive baseline.")
+
+
+class ModelSpec(BaseModel):
+    """One model of the platform."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    entity: Literal["customer", "dormant"] = "customer"
+    population: Literal["active_customers", "dormant_touched", "label_table"] = "active_customers"
+    feature_service: str
+    label: str = Field(description="Label function in training.labels, or 'table'.")
+    label_table: Path | None = Field(
+        default=None, description="Parquet with entity id, cutoff and label (label='table')."
+    )
+    horizon_months: int = Field(ge=1, le=24)
+    gap_months: int | None = Field(
+        default=None,
+        ge=0,
+        description="Months between train, validation and test cutoffs "
+        "(default: the horizon, so label windows never overlap).",
+    )
+    objective: Literal["binary", "regression"] = "binary"
+    primary_metric: Literal["roc_auc", "pr_auc", "mae"] = "roc_auc"
+    calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
+    valid_cutoffs: int = Field(default=1, ge=1)
+    test_cutoffs: int = Field(default=1, ge=1)
+    train_cutoffs: int | None = Field(default=None, ge=1, description="Latest N train cutoffs.")
+    breakdown: list[str] = Field(default_factory=list, description="Extra label columns.")
+    gate: Gate
+    search_space: dict[str, Param] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+    max_rounds: int = Field(default=600, ge=10)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.label == "table" and self.label_table is None:
+            raise ValueError(f"spec {self.name}: label 'table' needs label_table")
+        if self.objective == "regression" and self.primary_metric != "mae":
+            raise ValueError(f"spec {self.name}: a regression is ranked by mae")
+        return self
+
+    @property
+    def gap(self) -> int:
+        return self.horizon_months if self.gap_months is None else self.gap_months
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.primary_metric != "mae"
+
+
+SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="churn",
+            description="Will this active customer lapse in the next 90 days?",
+            feature_service="churn_v1",
+            label="churn",
+            horizon_months=3,
+            gate=Gate(primary_floor=0.70, max_ece=0.03),
+        ),
+        ModelSpec(
+            name="expansion",
+            description="Will this customer buy an add-on or upgrade in the next 90 days?",
+            feature_service="expansion_v1",
+            label="expansion",
+            horizon_months=3,
+            breakdown=["cross_sell", "upsell"],
+            gate=Gate(primary_floor=0.65, max_ece=0.02),
+        ),
+        ModelSpec(
+            name="reactivation",
+            description="If contacted, will this aged lead or former customer convert in 60 days?",
+            entity="dormant",
+            population="dormant_touched",
+            feature_service="reactivation_v1",
+            label="reactivation",
+            horizon_months=3,
+            gap_months=0,
+            valid_cutoffs=4,
+            test_cutoffs=4,
+            breakdown=["lead", "former_customer"],
+            gate=Gate(primary_floor=0.60, max_ece=0.03),
+            search_space={
+                **DEFAULT_SPACE,
+                "max_depth": Param(low=2, high=4, integer=True),
+                "min_child_weight": Param(low=5, high=100, log=True),
+            },
+        ),
+        ModelSpec(
+            name="referral",
+            description="Will this customer refer a new lead in the next 90 days?",
+            feature_service="referral_v1",
+            label="referral",
+            horizon_months=3,
+            gate=Gate(primary_floor=0.65, max_ece=0.02),
+        ),
+        ModelSpec(
+            name="clv",
+            description="What revenue will this customer bring over the next 12 months?",
+            feature_service="clv_v1",
+            label="clv",
+            horizon_months=12,
+            gap_months=1,
+            objective="regression",
+            primary_metric="mae",
+            calibration="none",
+            train_cutoffs=12,
+            gate=Gate(max_ece=None, margin=0.01, beat_baseline=True),
+        ),
+    )
+}
+
+
+def get_spec(name: str, specs: dict[str, ModelSpec] | None = None) -> ModelSpec:
+    """The spec called `name`; an unknown name lists the valid ones."""
+    specs = SPECS if specs is None else specs
+    if name not in specs:
+        raise LookupError(f"unknown model {name!r}; valid models: {', '.join(specs)}")
+    return specs[name]
+
+
+def load_specs(path: Path) -> dict[str, ModelSpec]:
+    """The built-in specs plus those of a user's TOML file (`[models.NAME]` tables)."""
+    if not path.exists():
+        raise FileNotFoundError(f"spec file {path} does not exist")
+    data = tomllib.loads(path.read_text())
+    specs = dict(SPECS)
+    for name, fields in data.get("models", {}).items():
+        specs[name] = ModelSpec(name=name, **fields)
+    return specs
