@@ -176,6 +176,40 @@ def features_env(ctx: typer.Context) -> None:
     typer.echo(f"export CLV_HOME={shlex.quote(str(settings.home))}")
 
 
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name (churn, expansion, ...) or 'all'.")],
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials per model (default CLV_TRIALS).", min=1)
+    ] = None,
+    specs: Annotated[
+        Path | None, typer.Option(help="TOML file with extra model specs ([models.NAME]).")
+    ] = None,
+) -> None:
+    """Tune, train, evaluate and register one model (or all) from the feature store."""
+    from clv.workflows import train_models
+
+    settings = settings_of(ctx)
+    results = train_models(settings, model, trials=trials, spec_file=specs)
+    typer.echo(_training_table(results))
+
+
+def _training_table(results: list) -> str:
+    lines = [
+        f"{'model':13s} {'trials':>6s} {'metric':>8s} {'test':>9s} {'oracle':>9s} {'gap':>8s}"
+        f" {'version':>7s} {'seconds':>7s}"
+    ]
+    for r in results:
+        metric = "roc_auc" if "roc_auc" in r.metrics else "mae"
+        gap = r.oracle - r.primary if metric == "roc_auc" else r.primary - r.oracle
+        lines.append(
+            f"{r.name:13s} {r.trials:6d} {metric:>8s} {r.primary:9.4f} {r.oracle:9.4f} {gap:8.4f}"
+            f" {r.version:>7s} {r.seconds:7.0f}"
+        )
+    return "\n".join(lines)
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The main job on the embedded default: simulate (once) and summarise the database."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 from clv.settings import Settings
 from features.store import StoreConfig
+from training.job import JobConfig
 
 
 def store_config(settings: Settings) -> StoreConfig:
@@ -16,4 +20,43 @@ def store_config(settings: Settings) -> StoreConfig:
         registry=settings.feast_registry,
         registry_url=settings.feast_registry_url,
         project=settings.feast_project,
+    )
+
+
+def git_revision() -> str:
+    """The code revision the job runs (tagged on every model version)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except OSError:
+        return "unknown"
+    revision = out.stdout.strip()
+    if out.returncode != 0 or not revision:
+        return "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    return revision + ("-dirty" if dirty else "")
+
+
+def job_config(settings: Settings, trials: int | None = None) -> JobConfig:
+    """Training-job configuration for the current settings."""
+    truth = settings.truth_dir if settings.truth_dir.exists() else None
+    return JobConfig(
+        tracking_uri=settings.tracking_uri,
+        artifacts_dir=settings.artifacts_dir,
+        study_storage=settings.study_storage,
+        truth_dir=truth,
+        trials=settings.trials if trials is None else trials,
+        seed=settings.seed,
+        git_revision=git_revision(),
     )

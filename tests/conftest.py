@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 # Telemetry off for every library the tests touch (the Makefile and CI set these too).
@@ -31,6 +32,26 @@ def rate_world():
     from simulator.world import simulate
 
     return simulate(months=36, scale=RATE_SCALE, seed=42)
+
+
+NOW = "2027-06-01"
+
+
+@pytest.fixture(scope="session")
+def feast_home(tmp_path_factory, small_world):
+    """A simulated world with features built, applied and materialized in a temp CLV_HOME."""
+    from features.pipeline import build_features
+    from features.store import StoreConfig, apply, materialize, open_store
+    from simulator.io import write_world
+
+    home = tmp_path_factory.mktemp("feast_home")
+    write_world(small_world, home / "raw", home / "truth")
+    report = build_features(home / "raw", home / "features", now=pd.Timestamp(NOW))
+    config = StoreConfig(features_dir=home / "features", feast_dir=home / "feast")
+    store = open_store(config)
+    apply(store, config.features_dir)
+    materialize(store, config.features_dir, report.as_of)
+    return home, config, store, report
 
 
 @pytest.fixture()

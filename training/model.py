@@ -116,7 +116,8 @@ class BoostedModel(BaseEstimator):
         return self
 
     def raw_predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster_.inplace_predict(X[self.feature_names_].to_numpy(np.float64))
+        matrix = X[self.feature_names_].to_numpy(np.float64)
+        return self.booster_.inplace_predict(matrix, validate_features=False)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (classifiers) or values (regression)."""
@@ -125,7 +126,7 @@ class BoostedModel(BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> np.ndarray:
         """XGBoost's own per-feature contributions (SHAP values) on the margin, plus bias."""
         matrix = xgb.DMatrix(X[self.feature_names_].to_numpy(np.float64))
-        return self.booster_.predict(matrix, pred_contribs=True)
+        return self.booster_.predict(matrix, pred_contribs=True, validate_features=False)
 
     def save(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ class Scorer:
 
             return bgnbd_predict(self.meta, pd.DataFrame(matrix, columns=self.features))
         assert self.booster is not None
-        raw = self.booster.inplace_predict(matrix)
+        raw = self.booster.inplace_predict(matrix, validate_features=False)
         calibration = self.meta["calibration"]
         return apply_calibration(calibration["method"], calibration["params"], raw)
 

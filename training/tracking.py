@@ -47,7 +47,9 @@ def parent_run(experiment_id: str, name: str, tags: dict[str, str]) -> Iterator[
 
 def log_trial(number: int, params: dict[str, Any], value: float, rounds: int, metric: str):
     """One nested run per Optuna trial."""
-    with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True):
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent else None
+    with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True, experiment_id=experiment):
         mlflow.log_params({**params, "num_rounds": rounds})
         mlflow.log_metric(f"valid_{metric}", value)
 
@@ -88,12 +90,10 @@ def log_and_register(
 ) -> str:
     """Log the pyfunc model (float64 signature, input example, pinned requirements) and
     register it; returns the new version number. The version carries `tags`."""
-    from training.pyfunc import ScoringModel
-
     signature = infer_signature(example.astype(np.float64), prediction.astype(np.float64))
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=ScoringModel(),
+        python_model=str(PACKAGE_DIR / "pyfunc_model.py"),
         artifacts={"model": str(model_folder)},
         signature=signature,
         input_example=example.astype(np.float64),

@@ -1,0 +1,209 @@
+"""Training: specs, labels, split, metrics, calibration, and the generic job against a real
+Feast repo, a real SQLite MLflow store and a real Optuna storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.factories import tiny_raw
+from training import labels
+from training.dataset import DatasetError, split_cutoffs
+from training.job import JobConfig, train
+from training.metrics import classification_metrics, expected_calibration_error, lift_at
+from training.model import Calibrator
+from training.specs import SPECS, ModelSpec, get_spec, load_specs
+from training.tuning import StorageError
+
+ts = pd.Timestamp
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(LookupError, match="valid models: churn, expansion, reactivation"):
+        get_spec("chrun")
+
+
+def test_specs_reject_inconsistent_fields(tmp_path: Path):
+    with pytest.raises(ValueError, match="label 'table' needs label_table"):
+        ModelSpec(**{**SPECS["churn"].model_dump(), "label": "table"})
+    bad = tmp_path / "specs.toml"
+    bad.write_text('[models.upsell_only]\nfeature_service = "expansion_v1"\n')
+    with pytest.raises(ValueError, match="description"):
+        load_specs(bad)
+
+
+def test_labels_look_only_after_the_cutoff():
+    raw = tiny_raw()
+    population = pd.DataFrame({"customer_id": ["C1", "C2"], "cutoff": [ts("2024-07-01")] * 2})
+    churn = labels.churn(raw, population, 3)
+    assert list(churn["label"]) == [0.0, 1.0]  # C2 lapses on 2024-09-15
+    assert list(labels.churn(raw, population, 2)["label"]) == [0.0, 0.0]
+    may = population.assign(cutoff=ts("2024-05-01"))
+    expansion = labels.expansion(raw, may, 3)
+    assert list(expansion["cross_sell"]) == [1.0, 0.0]  # add-on bought 2024-06-12
+    assert list(expansion["upsell"]) == [1.0, 0.0]  # upgrade 2024-05-20
+    clv = labels.clv(raw, population, 12)
+    assert list(clv["label"]) == [99.0, 0.0]  # only the 2024-08-01 invoice is after the cutoff
+    assert list(labels.referral(raw, may, 3)["label"]) == [1.0, 0.0]
+    active = labels.active_customers(raw, [ts("2024-07-01"), ts("2024-10-01")])
+    assert list(active["customer_id"]) == ["C1", "C2", "C1"]
+
+
+def test_reactivation_rows_are_touches_with_60_day_outcomes():
+    raw = tiny_raw()
+    population = labels.dormant_touched(raw, [ts("2024-08-01")])
+    assert list(population["lead_id"]) == ["L3"] and list(population["kind"]) == ["lead"]
+    assert list(labels.reactivation(raw, population, 3)["label"]) == [1.0]
+
+
+def test_split_keeps_label_windows_apart():
+    cutoffs = list(pd.date_range("2024-01-01", "2026-12-01", freq="MS"))
+    split = split_cutoffs(SPECS["churn"], cutoffs, ts("2026-12-01"))
+    assert split.test == [ts("2026-09-01")]
+    assert split.valid == [ts("2026-06-01")]
+    assert split.train[-1] == ts("2026-03-01") and split.train[0] == ts("2024-01-01")
+    react = split_cutoffs(SPECS["reactivation"], cutoffs, ts("2026-12-01"))
+    assert len(react.test) == 4 and react.valid[-1] < react.test[0]
+    with pytest.raises(DatasetError, match="history too short"):
+        split_cutoffs(SPECS["clv"], cutoffs[:13], ts("2025-02-01"))
+
+
+def test_metrics_and_calibration():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.3, 20_000)
+    y = (rng.random(len(p)) < p).astype(float)
+    assert expected_calibration_error(y, p) < 0.01
+    assert lift_at(y, p) > 1.5
+    metrics = classification_metrics(y, p)
+    assert 0.6 < metrics["roc_auc"] < 0.8 and metrics["rows"] == len(p)
+    logit = np.log(p / (1 - p))
+    skewed = 1 / (1 + np.exp(-(1.7 * logit + 0.8)))  # over-confident and too high
+    assert expected_calibration_error(y, skewed) > 0.03
+    fixed = Calibrator("sigmoid").fit(skewed[:10_000], y[:10_000]).transform(skewed[10_000:])
+    assert expected_calibration_error(y[10_000:], fixed) < 0.015  # ~ the sampling floor
+    with pytest.raises(ValueError, match="both classes"):
+        classification_metrics(np.zeros(10), p[:10])
+
+
+@pytest.fixture()
+def job(tmp_path: Path, feast_home):
+    home, config, store, report = feast_home
+    job_config = JobConfig(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifacts_dir=tmp_path / "artifacts",
+        study_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        truth_dir=home / "truth",
+        trials=3,
+        seed=1,
+        git_revision="test",
+    )
+    from features.pipeline import read_raw
+    from features.store import built_cutoffs
+
+    raw = read_raw(home / "raw")
+    return job_config, raw, store, built_cutoffs(home / "features"), report.as_of
+
+
+def test_job_registers_a_calibrated_probability_model(job):
+    config, raw, store, cutoffs, as_of = job
+    result = train(SPECS["churn"], config, raw, store, cutoffs, as_of)
+    assert result.version == "1" and result.trials == 3
+    for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_at_10pct"):
+        assert np.isfinite(result.metrics[name]) and np.isfinite(result.metrics[f"oracle_{name}"])
+    assert result.metrics["roc_auc"] > 0.6
+
+    client = MlflowClient(config.tracking_uri)
+    version = client.get_model_version("churn", "1")
+    for tag in ("feature_service", "training_window", "data_fingerprint", "git_revision"):
+        assert version.tags[tag], tag
+    assert version.tags["feature_service"] == "churn_v1"
+    assert float(version.tags["metric.roc_auc"]) == pytest.approx(result.metrics["roc_auc"])
+    run = client.get_run(result.run_id)
+    trials = client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'"
+    )
+    assert len(trials) == 3
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"plots/roc.png", "plots/calibration.png", "plots/cumulative_gains.png"} <= artifacts
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/churn/1")
+    example = model.input_example
+    types = {
+        str(t).removeprefix("DataType.") for t in model.metadata.get_input_schema().input_types()
+    }
+    assert types == {"double"}
+    scores = np.asarray(model.predict(example))
+    assert scores.dtype == np.float64
+    assert ((scores > 0) & (scores < 1)).all()
+    assert len(np.unique(scores)) > 1  # probabilities, not 0/1 labels
+
+
+def test_clv_compares_three_models_and_beats_naive(job):
+    config, raw, store, cutoffs, as_of = job
+    result = train(SPECS["clv"], config, raw, store, cutoffs, as_of)
+    for prefix in ("", "bgnbd_", "naive_"):
+        assert np.isfinite(result.metrics[f"{prefix}mae"])
+    assert result.metrics["mae"] < result.metrics["baseline_mae"]
+    assert "oracle_mae" in result.metrics
+    mlflow.set_tracking_uri(config.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/clv/{result.version}")
+    values = np.asarray(model.predict(model.input_example))
+    assert (values >= 0).all() and values.max() > 50
+
+
+def test_interrupted_study_resumes(job):
+    config, raw, store, cutoffs, as_of = job
+    first = train(SPECS["referral"], config, raw, store, cutoffs, as_of)
+    more = JobConfig(**{**config.__dict__, "trials": 5})
+    second = train(SPECS["referral"], more, raw, store, cutoffs, as_of)
+    assert first.trials == 3 and second.trials == 5  # 2 new trials on the same study
+
+
+def test_single_class_label_registers_nothing(job, tmp_path: Path):
+    config, raw, store, cutoffs, as_of = job
+    never = raw["referrals"].iloc[0:0]
+    broken = {**raw, "referrals": never}
+    with pytest.raises(DatasetError, match="single class"):
+        train(SPECS["referral"], config, broken, store, cutoffs, as_of)
+    client = MlflowClient(config.tracking_uri)
+    assert client.search_registered_models() == []
+
+
+def test_unreachable_study_storage_is_named(job):
+    config, raw, store, cutoffs, as_of = job
+    bad = JobConfig(**{**config.__dict__, "study_storage": "postgresql://nobody@127.0.0.1:1/x"})
+    with pytest.raises(StorageError, match="127.0.0.1:1"):
+        train(SPECS["churn"], bad, raw, store, cutoffs, as_of)
+    assert MlflowClient(config.tracking_uri).search_registered_models() == []
+
+
+def test_a_users_own_model_is_only_a_spec(job, tmp_path: Path):
+    config, raw, store, cutoffs, as_of = job
+    population = labels.active_customers(raw, cutoffs)
+    # e.g. a lapse definition of the user's own, kept in a table rather than a function
+    own = labels.churn(raw, population, 2)[["customer_id", "cutoff", "label"]]
+    table = tmp_path / "lapse_labels.parquet"
+    own.to_parquet(table)
+    spec_file = tmp_path / "specs.toml"
+    spec_file.write_text(
+        f"""
+[models.lapse_60d]
+description = "Lapse within 60 days, from a label table of our own"
+feature_service = "churn_v1"
+population = "label_table"
+label = "table"
+label_table = "{table}"
+horizon_months = 2
+gate = {{ primary_floor = 0.5 }}
+"""
+    )
+    spec = load_specs(spec_file)["lapse_60d"]
+    result = train(spec, config, raw, store, cutoffs, as_of)
+    assert result.name == "lapse_60d" and "oracle_roc_auc" not in result.metrics
+    assert MlflowClient(config.tracking_uri).get_registered_model("lapse_60d")

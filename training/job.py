@@ -1,0 +1,251 @@
+"""The one generic training job: spec -> Feast training set -> time split -> Optuna study ->
+refit -> calibration on validation -> test evaluation next to the oracle -> MLflow run and a
+registered model version. It never promotes anything (that is the registry's gate)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training import tracking
+from training.clv import BGNBD_FEATURES, bgnbd_predict, fit_bgnbd, naive_predict
+from training.dataset import TrainingData, build_training_data
+from training.evaluation import (
+    classification_plots,
+    evaluate,
+    importance_plot,
+    importance_tables,
+    regression_plots,
+    truth_for,
+)
+from training.metrics import regression_metrics
+from training.model import BoostedModel
+from training.specs import ModelSpec
+from training.tuning import open_study, tune
+
+log = logging.getLogger(__name__)
+QUANTILES = np.linspace(0, 100, 101)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What the job needs from the outside, built from the settings by the CLI."""
+
+    tracking_uri: str
+    artifacts_dir: Path
+    study_storage: str
+    truth_dir: Path | None
+    trials: int
+    seed: int
+    git_revision: str = "unknown"
+
+
+@dataclass
+class TrainResult:
+    """What one model's job produced."""
+
+    name: str
+    version: str
+    trials: int
+    metrics: dict[str, float]
+    seconds: float
+    run_id: str
+    model_kind: str = "xgboost"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> float:
+        return self.metrics.get("roc_auc", self.metrics.get("mae", float("nan")))
+
+    @property
+    def oracle(self) -> float:
+        return self.metrics.get("oracle_roc_auc", self.metrics.get("oracle_mae", float("nan")))
+
+
+def study_name(spec: ModelSpec, data: TrainingData) -> str:
+    """Same spec and data -> same study, so an interrupted job resumes where it stopped."""
+    return f"{spec.name}-{data.fingerprint[:16]}"
+
+
+def train(
+    spec: ModelSpec,
+    config: JobConfig,
+    raw: dict[str, pd.DataFrame],
+    store: Any,
+    cutoffs: list[pd.Timestamp],
+    as_of: pd.Timestamp,
+) -> TrainResult:
+    """Train, evaluate, log and register one model."""
+    started = time.perf_counter()
+    data = build_training_data(spec, raw, store, cutoffs, as_of)
+    X_tr, y_tr, _ = data.rows("train")
+    X_va, y_va, _ = data.rows("valid")
+    X_te, y_te, keys_te = data.rows("test")
+    name = study_name(spec, data)
+    open_study(spec, config.study_storage, name, config.seed)  # fail early on a bad storage
+    log.info(
+        "%s: %d train / %d valid / %d test rows (%s)",
+        spec.name, len(y_tr), len(y_va), len(y_te), data.split.describe(),
+    )  # fmt: skip
+    experiment = tracking.configure(config.tracking_uri, config.artifacts_dir, spec.name)
+    window = f"{data.split.train[0].date()}..{data.split.train[-1].date()}"
+    test_window = f"{data.split.test[0].date()}..{data.split.test[-1].date()}"
+    tags = {
+        "model": spec.name,
+        "feature_service": spec.feature_service,
+        "training_window": window,
+        "test_window": test_window,
+        "data_fingerprint": data.fingerprint,
+        "git_revision": config.git_revision,
+        "study": name,
+    }
+    with tracking.parent_run(experiment, f"train-{spec.name}", tags) as run:
+        tracking.log_params(
+            {
+                "feature_service": spec.feature_service,
+                "horizon_months": spec.horizon_months,
+                "objective": spec.objective,
+                "primary_metric": spec.primary_metric,
+                "calibration": spec.calibration,
+                "split": data.split.describe(),
+                "train_rows": len(y_tr),
+                "valid_rows": len(y_va),
+                "test_rows": len(y_te),
+                "features": len(X_tr.columns),
+                "trials_requested": config.trials,
+            }
+        )
+        result = tune(
+            spec,
+            X_tr,
+            y_tr,
+            X_va,
+            y_va,
+            trials=config.trials,
+            storage=config.study_storage,
+            study_name=name,
+            seed=config.seed,
+            on_trial=lambda n, p, v, r: tracking.log_trial(n, p, v, r, spec.primary_metric),
+        )
+        tracking.log_params({f"best_{k}": v for k, v in result.params.items()})
+        tracking.log_params({"best_num_rounds": result.num_rounds, "trials": result.trials})
+        model = BoostedModel(
+            objective=spec.objective,
+            params=result.params,
+            num_rounds=result.num_rounds,
+            calibration=spec.calibration,
+            seed=config.seed,
+        ).fit(X_tr, y_tr, X_va, y_va)
+        pred = model.predict(X_te)
+        truth = truth_for(spec, keys_te, config.truth_dir)
+        metrics = evaluate(spec, keys_te, y_te, pred, truth)
+        kind = "xgboost"
+        notes: list[str] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            meta_extra: dict[str, Any] = {
+                "model": spec.name,
+                "feature_service": spec.feature_service,
+            }
+            if spec.objective == "regression":
+                kind, pred, metrics, extra = _compare_clv(
+                    spec, data, model, pred, y_te, metrics, truth, folder / "plots", config.seed
+                )
+                notes.append(extra.pop("note"))
+                meta_extra.update(extra)
+            else:
+                oracle = truth["probability"].to_numpy(float) if truth is not None else None
+                classification_plots(y_te, pred, oracle, folder / "plots")
+            contributions = model.contributions(X_te)
+            gain = model.booster_.get_score(importance_type="gain")
+            table = importance_tables(model.feature_names_, gain, contributions)
+            importance_plot(table, folder / "plots")
+            tracking.log_folder(folder / "plots", "plots")
+            tracking.log_table(table, "feature_importance.csv")
+            tracking.log_table(
+                pd.concat(
+                    [keys_te, X_te.reset_index(drop=True), pd.Series(y_te, name="label")], axis=1
+                ),
+                "test_set.parquet",
+            )
+            tracking.log_metrics(metrics)
+            tracking.log_json(metrics, "test_metrics.json")
+            meta_extra["score_quantiles"] = np.percentile(pred, QUANTILES).tolist()
+            meta_extra["test_window"] = test_window
+            model_folder = folder / "model"
+            if kind == "bgnbd":
+                model_folder.mkdir()
+                (model_folder / "model.json").write_text(json.dumps(meta_extra, indent=1))
+            else:
+                model.save(model_folder, extra={"kind": "xgboost", **meta_extra})
+            version_tags = {
+                **tags,
+                "model_kind": kind,
+                "primary_metric": spec.primary_metric,
+                **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
+            }
+            version = tracking.log_and_register(
+                model_folder, X_te.head(5), pred[:5], spec.name, version_tags
+            )
+    seconds = time.perf_counter() - started
+    log.info("%s: registered version %s in %.0f s", spec.name, version, seconds)
+    return TrainResult(
+        spec.name, version, result.trials, metrics, seconds, run.info.run_id, kind, notes
+    )
+
+
+def _compare_clv(
+    spec: ModelSpec,
+    data: TrainingData,
+    model: BoostedModel,
+    pred: np.ndarray,
+    y_te: np.ndarray,
+    metrics: dict[str, float],
+    truth: pd.DataFrame | None,
+    plots: Path,
+    seed: int,
+) -> tuple[str, np.ndarray, dict[str, float], dict[str, Any]]:
+    """XGBoost vs BG/NBD + Gamma-Gamma vs the naive baseline on the same test rows; the better
+    of the first two (by MAE) becomes the candidate."""
+    X_tr, _, keys_tr = data.rows("train")
+    X_te, _, _ = data.rows("test")
+    latest = (keys_tr["cutoff"] == keys_tr["cutoff"].max()).to_numpy()
+    meta = fit_bgnbd(X_tr.loc[latest, BGNBD_FEATURES], seed)
+    meta["features"] = list(X_te.columns)
+    probabilistic = bgnbd_predict(meta, X_te)
+    naive = naive_predict(X_te)
+    scores = {
+        "xgboost": regression_metrics(y_te, pred),
+        "bgnbd": regression_metrics(y_te, probabilistic),
+        "naive": regression_metrics(y_te, naive),
+    }
+    out = dict(metrics)
+    for name in ("bgnbd", "naive"):
+        out.update({f"{name}_{k}": v for k, v in scores[name].items() if k != "rows"})
+    bgnbd_mae = scores["bgnbd"]["mae"]
+    winner = (
+        "bgnbd" if np.isfinite(bgnbd_mae) and bgnbd_mae < scores["xgboost"]["mae"] else "xgboost"
+    )
+    chosen = pred if winner == "xgboost" else probabilistic
+    if winner == "bgnbd":
+        out.update({k: v for k, v in scores["bgnbd"].items()})
+        if truth is not None:
+            out["oracle_mae"] = metrics.get("oracle_mae", float("nan"))
+    out["baseline_mae"] = scores["naive"]["mae"]
+    predictions = {"xgboost": pred, "bgnbd + gamma-gamma": probabilistic, "naive": naive}
+    regression_plots(y_te, predictions, plots)
+    note = (
+        f"clv: xgboost MAE {scores['xgboost']['mae']:.1f}, BG/NBD+GG {scores['bgnbd']['mae']:.1f},"
+        f" naive {scores['naive']['mae']:.1f} -> {winner}"
+    )
+    log.info(note)
+    extra = {"note": note, **({k: v for k, v in meta.items()} if winner == "bgnbd" else {})}
+    return winner, chosen, out, extra
