@@ -35,6 +35,7 @@ CUSTOMER_FLOAT = [
     "usage_trend_4v12",  # sessions of the last 4 weeks over the last 12 (1 = flat)
     "active_users_trend_4v12",
     "usage_decline_pct",  # drop of the last 4 weeks against the last 12, in %
+    "invites_per_week_4w", "invites_per_week_12w",  # in-product invitations sent (advocacy)
     "email_open_rate_365d", "days_since_last_engagement",
     "mean_resolution_hours_90d",
     "nps_last", "nps_change", "days_since_nps",  # last NPS answer and its change

@@ -95,7 +95,13 @@ RAW_SCHEMA: dict[str, Table] = {
         references={"customer_id": "customers"},
     ),
     "usage_weekly": Table(
-        {"customer_id": S, "week_start": D, "active_users": INT, "sessions": INT},
+        {
+            "customer_id": S,
+            "week_start": D,
+            "active_users": INT,
+            "sessions": INT,
+            "invites_sent": INT,
+        },
         key=("customer_id", "week_start"),
         date="week_start",
         references={"customer_id": "customers"},

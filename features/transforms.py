@@ -362,6 +362,8 @@ class FeatureBuilder:
         sessions12 = _sum(last12, "customer_id", "sessions", ids) / 12.0
         users4 = _sum(last4, "customer_id", "active_users", ids) / 4.0
         users12 = _sum(last12, "customer_id", "active_users", ids) / 12.0
+        invites4 = _sum(last4, "customer_id", "invites_sent", ids) / 4.0
+        invites12 = _sum(last12, "customer_id", "invites_sent", ids) / 12.0
         with np.errstate(divide="ignore", invalid="ignore"):
             trend = np.where(sessions12 > 0, sessions4 / sessions12, np.nan)
             users_trend = np.where(users12 > 0, users4 / users12, np.nan)
@@ -375,6 +377,8 @@ class FeatureBuilder:
             "active_users_trend_4v12": users_trend,
             "usage_decline_pct": np.clip(100.0 * (1.0 - np.nan_to_num(trend, nan=1.0)), 0, 100),
             "weeks_active_12w": _count(last12[last12["sessions"] > 0], "customer_id", ids),
+            "invites_per_week_4w": invites4,
+            "invites_per_week_12w": invites12,
         }
 
     def _email(self, cutoff: pd.Timestamp, ids: pd.Index, kind: str, prefix: str = "") -> dict:

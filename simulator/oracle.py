@@ -115,7 +115,7 @@ def customer_truth(
             latent[name] = (
                 latent[name]
                 + m.PULL * (means[name] - latent[name])
-                + m.INNOVATION * rng.normal(0, 1, shape)
+                + m.INNOVATION[name] * rng.normal(0, 1, shape)
             )
 
     return pd.DataFrame(

@@ -114,13 +114,16 @@ def build_tables(sim: _Simulation) -> dict[str, pd.DataFrame]:
         }
     )
 
-    usage = _dated(log.frame("usage", ["customer", "week", "users", "sessions"]), "week", end)
+    usage = _dated(
+        log.frame("usage", ["customer", "week", "users", "sessions", "invites"]), "week", end
+    )
     usage_weekly = pd.DataFrame(
         {
             "customer_id": cid[usage["customer"].to_numpy(np.int64)],
             "week_start": _ns(usage["week"].to_numpy()),
             "active_users": usage["users"].to_numpy(np.int64),
             "sessions": usage["sessions"].to_numpy(np.int64),
+            "invites_sent": usage["invites"].to_numpy(np.int64),
         }
     )
 

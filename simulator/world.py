@@ -209,7 +209,7 @@ class _Simulation:
         employees = np.maximum(
             1, np.round(m.SIZE_SEATS[size] * 6 * rng.lognormal(0, 0.5, n))
         ).astype(np.int64)
-        fit = m.SOURCE_FIT[source] + 0.25 * size + rng.normal(0, 1.0, n)
+        fit = m.SOURCE_FIT[source] + 0.25 * size + rng.normal(0, 0.7, n)
         first = len(self.leads)
         self.leads.append(
             created_month=np.full(n, month, np.int64),
@@ -430,12 +430,15 @@ class _Simulation:
             share = m.sigmoid(0.2 + 0.9 * h[rows] + 0.35 * e[rows] + rng.normal(0, 0.25, k))
             users = rng.binomial(seats[rows], share)
             rate = users * 3.0 * dip * np.exp(0.6 * e[rows] + rng.normal(0, 0.15, k))
+            # Advocates bring colleagues and partners in: invitations sent from the product.
+            invite_rate = 0.4 * np.sqrt(users + 1.0) * np.exp(0.9 * a[rows] - 0.5)
             self.log.add(
                 "usage",
                 customer=idx[rows],
                 week=np.full(k, monday),
                 users=users.astype(np.int64),
                 sessions=rng.poisson(rate).astype(np.int64),
+                invites=rng.poisson(invite_rate).astype(np.int64),
             )
 
         span = np.maximum(np.minimum(last, DAYS_IN_CHUNK - 1) - first + 1, 1)
@@ -468,7 +471,7 @@ class _Simulation:
 
         sent = (first <= 3) & (last >= 3)
         opened = sent & (rng.random(n) < m.sigmoid(-0.6 + 0.9 * e + 0.3 * a))
-        clicked = opened & (rng.random(n) < m.sigmoid(-1.2 + 0.6 * e + 0.5 * b))
+        clicked = opened & (rng.random(n) < m.sigmoid(-1.2 + 0.5 * e + 0.4 * b + 0.5 * a))
         self.touches(
             month,
             "customer",
@@ -585,9 +588,9 @@ class _Simulation:
         age = month - leads.created_month
         open_leads = (leads.customer < 0) & ~leads.pending & (age >= 1)
         nurture = np.flatnonzero(open_leads & (age <= 6))
-        mailed = np.flatnonzero(open_leads & (age > 6) & (rng.random(len(leads)) < 0.5))
+        mailed = np.flatnonzero(open_leads & (age > 6))
         for entity, campaign, day in ((nurture, "nurture", 8), (mailed, "newsletter", 3)):
-            score = -2.0 + 0.5 * leads.fit[entity] + 1.3 * leads.interest[entity]
+            score = -2.4 + 0.5 * leads.fit[entity] + 2.0 * leads.interest[entity]
             opened = rng.random(len(entity)) < m.sigmoid(score)
             clicked = opened & (rng.random(len(entity)) < m.sigmoid(-1.0 + leads.interest[entity]))
             self.touches(
@@ -595,11 +598,15 @@ class _Simulation:
             )
 
     def evolve(self, rng: np.random.Generator) -> None:
+        """One month of latent drift. A former customer's state stays as it was at lapse:
+        what a win-back touch meets is the experience they left with."""
         c = self.c
+        active = c.active.astype(float)
         for name in ("health", "engagement", "budget", "advocacy"):
             value, mean = getattr(c, name), getattr(c, "mean_" + name)
-            step = m.PULL * (mean - value) + m.INNOVATION * rng.normal(0, 1, len(value))
-            setattr(c, name, value + step)
+            noise = rng.normal(0, 1, len(value))
+            step = m.PULL * (mean - value) + m.INNOVATION[name] * noise
+            setattr(c, name, value + active * step)
         leads = self.leads
         spike = (rng.random(len(leads)) < 0.04) * rng.exponential(1.2, len(leads))
         leads.interest = 0.8 * leads.interest + spike

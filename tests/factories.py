@@ -77,6 +77,7 @@ def tiny_raw() -> dict[str, pd.DataFrame]:
             "active_users": np.full(len(weeks), 5, dtype=np.int64),
             # 10 sessions a week, then 4 in the last 4 complete weeks before 2024-07-01
             "sessions": np.where(weeks >= ts("2024-06-03"), 4, 10).astype(np.int64),
+            "invites_sent": np.full(len(weeks), 1, dtype=np.int64),
         }
     )
     tickets = pd.DataFrame(
