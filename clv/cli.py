@@ -211,6 +211,49 @@ def _training_table(results: list) -> str:
 
 
 @app.command()
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="Port (default CLV_PORT, 3000).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (CLV_WORKERS).")] = None,
+) -> None:
+    """Start the BentoML scoring service (blocks; Ctrl-C stops it)."""
+    import os
+    import shutil
+
+    settings = settings_of(ctx)
+    bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+    n = workers or settings.workers
+    env = {
+        **os.environ,
+        "CLV_HOME": str(settings.home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_CONFIG_OPTIONS": f"services.clv_scoring.workers={n}",
+    }
+    command = [bentoml, "serve", "serving.service:Scoring", "--port", str(port or settings.port)]
+    command += ["--host", host]
+    typer.echo(f"serving on http://{host}:{port or settings.port} ({n} worker(s)); docs at /")
+    os.execvpe(command[0], command, env)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Parquet file to write.")],
+    every: Annotated[bool, typer.Option("--all", help="Score the whole customer base.")] = False,
+    reasons: Annotated[bool, typer.Option(help="Include the top reason of each model.")] = False,
+) -> None:
+    """Score every active customer (and dormant contact) offline with the champions."""
+    from clv.workflows import score_all
+
+    if not every:
+        raise ValueError("give --all (scoring a subset offline is done through the API)")
+    settings = settings_of(ctx)
+    report = score_all(settings, out, reasons=reasons)
+    typer.echo(report)
+
+
+@app.command()
 def demo(ctx: typer.Context) -> None:
     """The main job on the embedded default: simulate (once) and summarise the database."""
     from simulator.io import Manifest, as_of, holds_data, read_tables, write_world

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clv.settings import Settings
 from features.store import StoreConfig
+from serving.engine import EngineConfig
 from training.job import JobConfig
 
 
@@ -59,4 +60,14 @@ def job_config(settings: Settings, trials: int | None = None) -> JobConfig:
         trials=settings.trials if trials is None else trials,
         seed=settings.seed,
         git_revision=git_revision(),
+    )
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """Scoring-engine configuration for the current settings."""
+    return EngineConfig(
+        tracking_uri=settings.tracking_uri,
+        store=store_config(settings),
+        poll_seconds=settings.poll_seconds,
+        batch_limit=settings.batch_limit,
     )

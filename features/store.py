@@ -201,23 +201,46 @@ def historical_matrix(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Point-in-time training rows for `entity_df` (join keys + `event_timestamp`) through
     Feast's `get_historical_features`; returns (keys in input order, float64 features)."""
+    keys, frame = historical_frame(store, store.get_feature_service(service), entity_df, service)
+    return keys, frame[service_features(service)].astype(np.float64)
+
+
+def historical_frame(
+    store: Any, features: Any, entity_df: pd.DataFrame, what: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`get_historical_features` for a feature service or a list of `view:feature` refs, with
+    rows returned in the order of `entity_df`; returns (keys, feature columns)."""
     if entity_df.empty:
-        raise ValueError(f"feature service {service}: the entity dataframe is empty")
+        raise ValueError(f"{what}: the entity dataframe is empty")
     frame = entity_df.reset_index(drop=True).copy()
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame["_row"] = np.arange(len(frame), dtype=np.int64)
-    result = store.get_historical_features(
-        entity_df=frame, features=store.get_feature_service(service)
-    ).to_df()
+    result = store.get_historical_features(entity_df=frame, features=features).to_df()
     result = result.sort_values("_row").reset_index(drop=True)
     if len(result) != len(frame):
-        raise RuntimeError(
-            f"feature service {service}: Feast returned {len(result)} rows for {len(frame)}"
-        )
-    names = service_features(service)
-    matrix = result[names].astype(np.float64)
-    keys = result[[c for c in entity_df.columns]]
-    return keys, matrix
+        raise RuntimeError(f"{what}: Feast returned {len(result)} rows for {len(frame)}")
+    keys = result[list(entity_df.columns)]
+    return keys, result.drop(columns=[*entity_df.columns, "_row"])
+
+
+def latest_directory(features_dir: Path) -> dict[str, pd.DataFrame]:
+    """The id directories of the latest build (ids, status and the cutoff they describe)."""
+    out = {}
+    for view in DIRECTORY_VIEWS:
+        path = features_dir / view / "directory.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; run `clv features build`")
+        out[view] = pd.read_parquet(path)
+    return out
+
+
+# Why a known id has no features for the service asked, by directory status.
+STATUS_WHY = {
+    ("customer_id", 2): "it is a former customer (score it with /score_lead)",
+    ("customer_id", 1): "it is active but has no features yet",
+    ("lead_id", 1): "the lead is not aged yet (under 12 months old)",
+    ("lead_id", 3): "the lead has converted (score the customer)",
+}
 
 
 class UnknownEntityError(LookupError):
@@ -236,6 +259,7 @@ class OnlineFeatures:
     values: pd.DataFrame  # one row per requested id (in request order), float64 features
     known: np.ndarray  # the id exists in the database
     has_features: np.ndarray  # the id has at least one feature row online
+    status: dict[str, int] | None = None  # directory status of ids without features
 
     def for_service(self, service: str) -> pd.DataFrame:
         """The columns one feature service serves, in its order."""
@@ -248,9 +272,9 @@ class OnlineFeatures:
             if not self.known[i]:
                 raise UnknownEntityError(f"unknown {self.key} {ids[i]!r}")
             if not self.has_features[i]:
-                raise NoFeaturesError(
-                    f"{self.key} {ids[i]!r} has no features yet (no cutoff since it joined)"
-                )
+                status = (self.status or {}).get(ids[i])
+                why = STATUS_WHY.get((self.key, status), "no cutoff since it joined")
+                raise NoFeaturesError(f"{self.key} {ids[i]!r} has no features: {why}")
 
 
 def online_refs(store: Any, services: list[str]) -> list[str]:
@@ -263,18 +287,24 @@ def online_refs(store: Any, services: list[str]) -> list[str]:
 
 
 def online_lookup(
-    store: Any, refs: list[str], key: str, ids: list[str], directory: str
+    store: Any,
+    refs: list[str],
+    key: str,
+    ids: list[str],
+    directory: str,
+    other_keys: dict[str, str] | None = None,
 ) -> OnlineFeatures:
     """One `get_online_features` call for all stored features of `refs` and all ids; the
     on-demand features are computed from them with the view's own function. Only when some
     id comes back without any feature is the id directory read, to tell unknown ids from
-    new ones."""
+    new ones. `other_keys` fills join keys of services spanning two entities."""
     on_demand = [r for r in refs if r.startswith(ON_DEMAND_VIEW + ":")]
     stored = [r for r in refs if r not in on_demand]
     if on_demand:
         stored += [f"customer_features:{n}" for n in ON_DEMAND_INPUTS]
         stored = list(dict.fromkeys(stored))
-    response = store.get_online_features(features=stored, entity_rows={key: ids}).to_dict()
+    rows = {key: ids, **{k: [v] * len(ids) for k, v in (other_keys or {}).items()}}
+    response = store.get_online_features(features=stored, entity_rows=rows).to_dict()
     if on_demand:
         response.update(ratios(response))
     names = [ref.split(":", 1)[1] for ref in refs]
@@ -287,5 +317,8 @@ def online_lookup(
         found = store.get_online_features(features=[status_ref], entity_rows={key: missing})
         status = found.to_dict()[status_ref.split(":", 1)[1]]
         known[~has_features] = [value is not None for value in status]
+        statuses = {i: int(v) for i, v in zip(missing, status, strict=True) if v is not None}
+    else:
+        statuses = {}
     values = pd.DataFrame(matrix, index=pd.Index(ids, name=key), columns=names)
-    return OnlineFeatures(key, values, known, has_features)
+    return OnlineFeatures(key, values, known, has_features, statuses)

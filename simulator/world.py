@@ -256,7 +256,9 @@ class _Simulation:
         tier_score = budget + rng.normal(0, 0.5, n)
         tier = np.digitize(tier_score, [0.15, 1.25]).astype(np.int64)
         annual = rng.random(n) < 0.25 + 0.1 * size
-        seats = np.maximum(1, np.round(m.SIZE_SEATS[size] * rng.lognormal(0, 0.4, n)))
+        # Bigger budgets buy more seats: seat count is the visible side of the budget.
+        spread = np.exp(0.45 * (mean_b - m.SIZE_BUDGET[size])) * rng.lognormal(0, 0.25, n)
+        seats = np.maximum(2, np.round(m.SIZE_SEATS[size] * spread))
         first = len(self.c)
         self.c.append(
             lead=lead_idx.astype(np.int64),
@@ -427,7 +429,7 @@ class _Simulation:
                 and (pd.Timestamp(monday).month == 12)
                 else 1.0
             )
-            share = m.sigmoid(0.2 + 0.9 * h[rows] + 0.35 * e[rows] + rng.normal(0, 0.25, k))
+            share = m.sigmoid(0.2 + 1.2 * h[rows] + 0.35 * e[rows] + rng.normal(0, 0.15, k))
             users = rng.binomial(seats[rows], share)
             rate = users * 3.0 * dip * np.exp(0.6 * e[rows] + rng.normal(0, 0.15, k))
             # Advocates bring colleagues and partners in: invitations sent from the product.
@@ -443,7 +445,7 @@ class _Simulation:
 
         span = np.maximum(np.minimum(last, DAYS_IN_CHUNK - 1) - first + 1, 1)
         frac = span / DAYS_IN_CHUNK
-        rate = frac * np.exp(-1.55 - 0.8 * h + 0.35 * np.log(seats / 4.0))
+        rate = frac * np.exp(-1.2 - 0.8 * h + 0.35 * np.log(seats / 4.0))
         count = rng.poisson(rate)
         rows = np.repeat(np.arange(n), count)
         k = len(rows)
@@ -459,8 +461,8 @@ class _Simulation:
             hours=np.round(rng.lognormal(2.0 + 0.5 * severity, 0.6), 1),
         )
 
-        asked = (rng.random(n) < 1 / 3) & (last >= 14) & (first <= 14)
-        answered = asked & (rng.random(n) < m.sigmoid(-0.1 + 0.5 * e))
+        asked = (rng.random(n) < 1 / 2) & (last >= 14) & (first <= 14)
+        answered = asked & (rng.random(n) < m.sigmoid(0.3 + 0.5 * e))
         score = np.clip(np.round(7.0 + 1.3 * h + 1.1 * a + rng.normal(0, 1.3, n)), 0, 10)
         self.log.add(
             "nps",

@@ -1,1 +1,1 @@
-"""Model training: specs, fitting and probabilistic CLV models."""
+"""Model specs, training sets, tuning, calibration, evaluation and the generic training job."""

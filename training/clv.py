@@ -56,9 +56,16 @@ def bgnbd_predict(meta: dict[str, Any], features: pd.DataFrame) -> np.ndarray:
     for name, value in meta["gamma_gamma"].items():
         setattr(gg, f"{name}_", value)
     frequency, recency, T, monetary = bgnbd_inputs(features)
-    return np.asarray(
-        expected_revenue(bg, gg, frequency, recency, T, monetary, meta["horizon_days"]), float
-    )
+    horizon = meta["horizon_days"]
+    with np.errstate(all="ignore"):
+        value = np.asarray(expected_revenue(bg, gg, frequency, recency, T, monetary, horizon))
+        # Subscription invoices are so regular that the fit runs to its bounds (r, alpha ->
+        # infinity: no rate heterogeneity), where the 2F1 term overflows. Its limit is the
+        # posterior rate times the horizon times P(alive).
+        rate = (bg.r_ + frequency) / (bg.alpha_ + T)
+        alive = bg.probability_alive(frequency, recency, T)
+        limit = rate * horizon * alive * gg.expected_average_value(frequency, monetary)
+    return np.where(np.isfinite(value), value, limit).astype(float)
 
 
 def naive_predict(features: pd.DataFrame) -> np.ndarray:

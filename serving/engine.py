@@ -1,0 +1,297 @@
+"""The scoring engine behind the service: champions from the registry, features from Feast,
+scores from the shared scoring maths, hot-swapped atomically between requests.
+
+Feature rows only change when Feast materializes a new cutoff, and champions only when an
+alias moves, so the engine scores the whole served population once per such change (a
+"snapshot", built from Feast's point-in-time retrieval of the latest cutoff: the same rows
+materialization loads online) and answers requests from it. An id the snapshot does not hold
+is looked up in Feast's online store and scored on the spot; that lookup is also what tells
+an unknown id from one that has no features yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.store import (
+    StoreConfig,
+    historical_frame,
+    latest_directory,
+    online_lookup,
+    online_refs,
+    open_store,
+)
+from serving.champions import Champion, Registry
+from serving.scoring import ScoreTable, row_result, score_matrix
+
+log = logging.getLogger(__name__)
+
+CUSTOMER_MODELS = ("churn", "expansion", "referral", "clv")
+DORMANT_MODELS = ("reactivation",)
+ALL_MODELS = CUSTOMER_MODELS + DORMANT_MODELS
+
+
+class NotReadyError(RuntimeError):
+    """The service has no champions or no feature store yet."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    tracking_uri: str
+    store: StoreConfig
+    poll_seconds: float = 10.0
+    batch_limit: int = 1000
+
+
+@dataclass(frozen=True)
+class Population:
+    """Precomputed scores of every id of one entity kind, per model."""
+
+    index: dict[str, int]
+    tables: dict[str, ScoreTable]
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything one request reads; replaced as a whole, never mutated."""
+
+    champions: dict[str, Champion]
+    features_as_of: str | None
+    customers: Population | None = None
+    dormant: Population | None = None
+    built_at: float = field(default_factory=time.time)
+
+
+class Engine:
+    """Loads champions and the feature store, answers scoring calls, hot-swaps."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.state = State(champions={}, features_as_of=None)
+        self.not_ready_reason: str | None = "starting"
+        self.load_errors: dict[str, str] = {}
+        self.store: Any = None
+        self.registry: Registry | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._directory_stamp: float | None = None
+
+    # ---- life cycle --------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Open Feast and the registry and load champions; never raises (the reason is kept
+        for /readyz and /models). With `background`, a poller keeps things fresh."""
+        self.refresh()
+        if background:
+            threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.not_ready_reason is None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # the poller must survive anything; the reason is recorded
+                log.exception("refresh failed; keeping the models being served")
+
+    def refresh(self) -> bool:
+        """Load champions that moved and rebuild the snapshot if anything changed; a version
+        that fails to load leaves the old one serving. Returns whether state changed."""
+        with self._lock:
+            try:
+                if self.store is None:
+                    self.store = open_store(self.config.store)
+                if self.registry is None:
+                    self.registry = Registry(self.config.tracking_uri)
+                wanted = self.registry.champion_versions(list(ALL_MODELS))
+            except Exception as exc:
+                self.not_ready_reason = f"registry or feature store unreachable: {exc}"
+                log.warning(self.not_ready_reason)
+                return False
+            current = self.state.champions
+            champions = dict(current)
+            changed = False
+            for name, version in wanted.items():
+                if version is None or (name in current and current[name].version == version):
+                    continue
+                try:
+                    champions[name] = self.registry.load(name, version)
+                    self.load_errors.pop(name, None)
+                    changed = True
+                    log.info("loaded %s version %s", name, version)
+                except Exception as exc:
+                    self.load_errors[name] = f"version {version} failed to load: {exc}"
+                    log.error("%s: %s; still serving %s", name, self.load_errors[name],
+                              current[name].version if name in current else "nothing")  # fmt: skip
+            stamp = self._directory_mtime()
+            if stamp != self._directory_stamp:
+                changed = True
+            if not champions:
+                self.not_ready_reason = "no model has a champion yet (run `clv registry promote`)"
+                return False
+            if changed or self.state.customers is None:
+                self.state = self._build(champions)
+                self._directory_stamp = stamp
+            self.not_ready_reason = None
+            return changed
+
+    def _directory_mtime(self) -> float | None:
+        path = self.config.store.features_dir / "customer_directory" / "directory.parquet"
+        return path.stat().st_mtime if path.exists() else None
+
+    # ---- snapshot -----------------------------------------------------------------------------
+    def _build(self, champions: dict[str, Champion]) -> State:
+        started = time.perf_counter()
+        try:
+            directory = latest_directory(self.config.store.features_dir)
+        except FileNotFoundError as exc:
+            log.warning("no feature snapshot: %s", exc)
+            return State(champions, None)
+        customers = directory["customer_directory"]
+        as_of = pd.Timestamp(customers["event_timestamp"].iloc[0]).tz_convert(None)
+        active = customers.loc[customers["customer_status"] == 1, "customer_id"].tolist()
+        former = customers.loc[customers["customer_status"] == 2, "customer_id"].tolist()
+        leads = directory["lead_directory"]
+        aged = leads.loc[leads["lead_status"] == 2, "lead_id"].tolist()
+        models = [champions[m] for m in CUSTOMER_MODELS if m in champions]
+        customer_pop = self._population(models, {"customer_id": active}, as_of, active)
+        dormant_keys = {
+            "lead_id": aged + [""] * len(former),
+            "customer_id": [""] * len(aged) + former,
+        }
+        dormant_models = [champions[m] for m in DORMANT_MODELS if m in champions]
+        dormant_pop = self._population(dormant_models, dormant_keys, as_of, aged + former)
+        log.info(
+            "scored %d customers and %d dormant contacts as of %s in %.1f s",
+            len(active), len(aged) + len(former), as_of.date(), time.perf_counter() - started,
+        )  # fmt: skip
+        return State(champions, str(as_of.date()), customer_pop, dormant_pop)
+
+    def _population(
+        self,
+        models: list[Champion],
+        keys: dict[str, list[str]],
+        as_of: pd.Timestamp,
+        ids: list[str],
+    ) -> Population | None:
+        if not models or not ids:
+            return None
+        refs = online_refs(self.store, sorted({m.feature_service for m in models}))
+        entity = pd.DataFrame(keys).assign(event_timestamp=as_of)
+        _, frame = historical_frame(self.store, refs, entity, "snapshot")
+        tables = {
+            m.name: score_matrix(m.scorer, frame[m.features].to_numpy(np.float64)) for m in models
+        }
+        return Population({identifier: i for i, identifier in enumerate(ids)}, tables)
+
+    # ---- requests ----------------------------------------------------------------------------
+    def _require(self) -> State:
+        if not self.ready:
+            raise NotReadyError(self.not_ready_reason or "not ready")
+        return self.state
+
+    def score_customers(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Every customer model's answer for each id, in order."""
+        state = self._require()
+        models = [state.champions[m] for m in CUSTOMER_MODELS if m in state.champions]
+        return self._score(state, models, state.customers, "customer_id", ids, "customer_id")
+
+    def score_dormant(self, key: str, identifier: str) -> dict[str, Any]:
+        """The reactivation answer for an aged lead (lead_id) or a former customer."""
+        state = self._require()
+        models = [state.champions[m] for m in DORMANT_MODELS if m in state.champions]
+        if not models:
+            raise NotReadyError("the reactivation model has no champion yet")
+        return self._score(state, models, state.dormant, key, [identifier], key)[0]
+
+    def _score(
+        self,
+        state: State,
+        models: list[Champion],
+        population: Population | None,
+        key: str,
+        ids: list[str],
+        label: str,
+    ) -> list[dict[str, Any]]:
+        index = population.index if population else {}
+        missing = [i for i in dict.fromkeys(ids) if i not in index]
+        live = self._live(state, models, key, missing) if missing else {}
+        out = []
+        for identifier in ids:
+            result: dict[str, Any] = {label: identifier, "features_as_of": state.features_as_of}
+            if identifier in index:
+                assert population is not None
+                row = index[identifier]
+                for m in models:
+                    result[m.name] = row_result(
+                        population.tables[m.name], row, m.features, m.name, m.version
+                    )
+            else:
+                tables, row = live[identifier]
+                for m in models:
+                    result[m.name] = row_result(tables[m.name], row, m.features, m.name, m.version)
+            out.append(result)
+        return out
+
+    def _live(
+        self, state: State, models: list[Champion], key: str, ids: list[str]
+    ) -> dict[str, tuple[dict[str, ScoreTable], int]]:
+        """Online-store lookup and scoring of ids outside the snapshot."""
+        services = sorted({m.feature_service for m in models})
+        directory = "lead_directory" if key == "lead_id" else "customer_directory"
+        refs = online_refs(self.store, services)
+        # The reactivation service spans leads and customers: rows carry both keys.
+        other = {}
+        if models[0].name in DORMANT_MODELS:
+            other = {"customer_id" if key == "lead_id" else "lead_id": ""}
+        found = online_lookup(self.store, refs, key, ids, directory, other)
+        found.check()
+        tables = {
+            m.name: score_matrix(m.scorer, found.values[m.features].to_numpy(np.float64))
+            for m in models
+        }
+        return {identifier: (tables, i) for i, identifier in enumerate(ids)}
+
+    def models(self) -> dict[str, Any]:
+        """What is loaded, for GET /models."""
+        state = self.state
+        info: dict[str, Any] = {
+            "ready": self.ready,
+            "not_ready_reason": self.not_ready_reason,
+            "features_as_of": state.features_as_of,
+            "snapshot_built_at": _iso(state.built_at) if state.customers else None,
+            "models": [],
+        }
+        for name in ALL_MODELS:
+            champion = state.champions.get(name)
+            entry: dict[str, Any] = {"name": name, "loaded": champion is not None}
+            if champion:
+                entry.update(
+                    version=champion.version,
+                    feature_service=champion.feature_service,
+                    loaded_at=_iso(champion.loaded_at),
+                    features=len(champion.features),
+                )
+                try:
+                    entry["aliases"] = self.registry.describe(name) if self.registry else {}
+                except Exception as exc:
+                    entry["aliases"] = {"error": str(exc)}
+            if name in self.load_errors:
+                entry["load_error"] = self.load_errors[name]
+            info["models"].append(entry)
+        return info
+
+
+def _iso(stamp: float) -> str:
+    return pd.Timestamp(stamp, unit="s", tz="UTC").isoformat()
