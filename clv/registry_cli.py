@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from clv.settings import Settings
-from registry.gate import Decision
 from training.specs import SPECS, ModelSpec, get_spec, load_specs
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the registry (sklearn, mlflow) loads only when a command runs
+    from registry.gate import Decision
     from registry.store import RegistryStore
 
 REFUSED = 3  # exit code of a refusal by the gate (1 is bad input, 2 a usage error)
@@ -31,7 +31,7 @@ registry_app = typer.Typer(
 
 ModelArg = Annotated[str, typer.Argument(help="Model name (churn, expansion, ...).")]
 SpecsOption = Annotated[
-    Path | None, typer.Option(help="TOML file with extra model specs ([models.NAME]).")
+    Path | None, typer.Option(help="TOML file with extra model specs (models.NAME tables).")
 ]
 ByOption = Annotated[
     str | None, typer.Option(help="Who decides (recorded in the audit trail; default: login).")

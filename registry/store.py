@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ AUDIT_EXPERIMENT = "registry-audit"
 TEST_SET = "test_set.parquet"
 MODEL_FILES = "artifacts/model"  # the raw model folder inside the logged pyfunc model
 PAGE = 1000
+# Names that can go into an MLflow search filter unescaped (spec names are stricter still).
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class RegistryStore:
@@ -64,7 +67,7 @@ class RegistryStore:
 
     def require_model(self, model: str) -> None:
         """Raise LookupError unless `model` is registered (listing the registered ones)."""
-        if model not in self.models():
+        if not _SAFE_NAME.match(model) or model not in self.models():
             known = ", ".join(self.models()) or "none yet"
             raise LookupError(f"no registered model {model!r}; registered models: {known}")
 
@@ -197,7 +200,7 @@ class RegistryStore:
     def audit(self, model: str) -> list[AuditEntry]:
         """Every recorded decision about `model`, in time order."""
         experiment = self._audit_experiment(create=False)
-        if experiment is None:
+        if experiment is None or not _SAFE_NAME.match(model):
             return []
         entries = []
         token = None

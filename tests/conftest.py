@@ -59,3 +59,35 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty CLV_HOME for one test."""
     monkeypatch.setenv("CLV_HOME", str(tmp_path / "var"))
     return tmp_path / "var"
+
+
+@pytest.fixture(scope="session")
+def served_home(feast_home):
+    """feast_home plus an MLflow store in it with churn v1, v2 and clv v1, v1 as champions."""
+    from mlflow.tracking import MlflowClient
+
+    from features.pipeline import read_raw
+    from features.store import built_cutoffs
+    from training.job import JobConfig, train
+    from training.specs import SPECS
+
+    home, config, store, report = feast_home
+    job = JobConfig(
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifacts_dir=home / "mlartifacts",
+        study_storage=f"sqlite:///{home / 'optuna.db'}",
+        truth_dir=home / "truth",
+        trials=2,
+        seed=3,
+        git_revision="test",
+    )
+    raw = read_raw(home / "raw")
+    cutoffs = built_cutoffs(home / "features")
+    train(SPECS["churn"], job, raw, store, cutoffs, report.as_of)
+    train(SPECS["clv"], job, raw, store, cutoffs, report.as_of)
+    second = JobConfig(**{**job.__dict__, "seed": 4})
+    train(SPECS["churn"], second, raw, store, cutoffs, report.as_of)
+    client = MlflowClient(job.tracking_uri)
+    client.set_registered_model_alias("churn", "champion", "1")
+    client.set_registered_model_alias("clv", "champion", "1")
+    return home, job.tracking_uri, report

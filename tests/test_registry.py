@@ -203,7 +203,7 @@ def trained(tmp_path_factory, feast_home) -> Trained:
     client = MlflowClient(config.tracking_uri)
     first = client.get_model_version("churn", "1")
     again = client.create_model_version(
-        "churn", first.source, run_id=first.run_id, tags=first.tags, model_id=first.model_id
+        "churn", str(first.source), run_id=first.run_id, tags=first.tags, model_id=first.model_id
     )
     assert str(again.version) == "2"
 
@@ -460,6 +460,7 @@ def test_registry_commands(cli, registry: RegistryStore):
         (["rollback", "churn"], LookupError, "model churn has no previous champion"),
         (["compare", "churn", "1", "7"], LookupError, "model churn has no version '7'"),
         (["history", "nope"], LookupError, "no registered model 'nope'"),
+        (["rollback", "it's"], LookupError, "no registered model \"it's\""),
     ],
 )
 def test_registry_bad_input_is_one_line(cli, registry: RegistryStore, args, error, message):
