@@ -109,6 +109,10 @@ def _print_summary(summary: object, scale: float) -> None:
         )
 
 
+from clv.registry_cli import registry_app  # noqa: E402
+
+app.add_typer(registry_app, name="registry")
+
 features_app = typer.Typer(help="Feature store: build tables, register, materialize.")
 app.add_typer(features_app, name="features")
 
@@ -184,7 +188,7 @@ def train_command(
         int | None, typer.Option(help="Optuna trials per model (default CLV_TRIALS).", min=1)
     ] = None,
     specs: Annotated[
-        Path | None, typer.Option(help="TOML file with extra model specs ([models.NAME]).")
+        Path | None, typer.Option(help="TOML file with extra model specs, one table per model.")
     ] = None,
 ) -> None:
     """Tune, train, evaluate and register one model (or all) from the feature store."""
@@ -255,27 +259,10 @@ def score(
 
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """The main job on the embedded default: simulate (once) and summarise the database."""
-    from simulator.io import Manifest, as_of, holds_data, read_tables, write_world
-    from simulator.summary import summarize
-    from simulator.world import simulate as run_simulation
+    """The main job: simulate, build features, train, promote, serve, score; then a summary."""
+    from clv.workflows import run_demo
 
-    settings = settings_of(ctx)
-    started = time.perf_counter()
-    wanted = (settings.seed, settings.scale, settings.months)
-    current = None
-    if holds_data(settings.raw_dir):
-        manifest = Manifest.read(settings.raw_dir)
-        current = (manifest.seed, manifest.scale, manifest.months)
-    if current == wanted:
-        typer.echo(f"[1/1] database already simulated in {settings.raw_dir}; reusing it")
-    else:
-        typer.echo(f"[1/1] simulating the TechFlow database into {settings.raw_dir}")
-        world = run_simulation(months=settings.months, scale=settings.scale, seed=settings.seed)
-        manifest = write_world(world, settings.raw_dir, settings.truth_dir, force=True)
-    raw = read_tables(settings.raw_dir)
-    _print_summary(summarize(raw, as_of(manifest.months)), manifest.scale)
-    typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s; state in {settings.home}")
+    run_demo(settings_of(ctx), typer.echo)
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     feast_project: str = Field(default="techflow", pattern=r"^[a-z][a-z0-9_]*$")
 
     trials: int = Field(default=30, ge=1, description="Optuna trials per model.")
+    demo_trials: int = Field(default=12, ge=1, description="Optuna trials per model in the demo.")
     api_key: SecretStr | None = Field(default=None, description="Bearer key for scoring.")
     port: int = Field(default=3000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

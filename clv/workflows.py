@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def train_models(
-    settings: Settings, model: str, trials: int | None = None, spec_file: Path | None = None
+    settings: Settings,
+    model: str,
+    trials: int | None = None,
+    spec_file: Path | None = None,
+    reuse: bool = False,
 ) -> list[TrainResult]:
     """Train `model` (or every model for 'all') on the current feature store."""
     specs = load_specs(spec_file) if spec_file else dict(SPECS)
@@ -33,6 +39,8 @@ def train_models(
         )
     store = open_store(store_config(settings))
     config = job_config(settings, trials)
+    if reuse:
+        config = replace(config, reuse=True)
     results = []
     for name in names:
         results.append(train(specs[name], config, raw, store, cutoffs, as_of))
@@ -80,3 +88,165 @@ def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
         f"wrote {len(result):,} rows to {out} (features as of {state.features_as_of}; "
         f"{time.perf_counter() - started:.1f} s after scoring)"
     )
+
+
+def promote_all(settings: Settings, results: list[TrainResult]) -> list[tuple[str, str, str]]:
+    """Run the gate on each freshly trained version: (model, outcome, first reason)."""
+    from registry.operations import promote
+    from registry.store import RegistryStore
+
+    store = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
+    outcomes = []
+    for result in results:
+        champion = store.aliases(result.name).get("champion")
+        if champion == result.version:
+            outcomes.append((result.name, f"champion v{result.version} (unchanged)", ""))
+            continue
+        decision = promote(store, SPECS[result.name], result.version, by="clv demo")
+        verdict = "promoted" if decision.promote else "refused"
+        telling = [r for r in decision.reasons if r.startswith("fail")] or [
+            r for r in decision.reasons if "feature service" not in r and "signature" not in r
+        ]
+        reason = telling[0] if telling else ""
+        outcomes.append((result.name, f"{verdict} v{result.version}", reason))
+    return outcomes
+
+
+def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
+    """The main job on the embedded default, end to end (idempotent: a second run reuses
+    the world, the feature tables and any model trained on the same data and code)."""
+    import time
+
+    from features.pipeline import build_features
+    from features.store import apply, materialize
+    from simulator.io import Manifest, as_of, holds_data, write_world
+    from simulator.summary import summarize
+    from simulator.world import simulate
+
+    started = time.perf_counter()
+
+    def step(text: str) -> None:
+        echo(f"[{time.perf_counter() - started:5.0f} s] {text}")
+
+    wanted = (settings.seed, settings.scale, settings.months)
+    manifest = Manifest.read(settings.raw_dir) if holds_data(settings.raw_dir) else None
+    if manifest and (manifest.seed, manifest.scale, manifest.months) == wanted:
+        step(f"1/6 database already simulated in {settings.raw_dir}; reusing it")
+    else:
+        step(
+            f"1/6 simulating the TechFlow database (scale {settings.scale:g})"
+        )
+        world = simulate(months=settings.months, scale=settings.scale, seed=settings.seed)
+        manifest = write_world(world, settings.raw_dir, settings.truth_dir, force=True)
+    summary = summarize(read_raw(settings.raw_dir), as_of(manifest.months))
+    step(
+        f"    {summary.active_customers:,} active, {summary.former_customers:,} former customers,"
+        f" {summary.aged_leads:,} aged leads; retention {summary.annual_retention:.1%}"
+    )
+
+    step("2/6 building, registering and materializing features (Feast)")
+    report = build_features(settings.raw_dir, settings.features_dir)
+    step(f"    {report.describe()}")
+    store = open_store(store_config(settings))
+    apply(store, settings.features_dir)
+    materialize(store, settings.features_dir, report.as_of)
+
+    step(f"3/6 training all models ({settings.demo_trials} Optuna trials each; MLflow)")
+    results = train_models(settings, "all", trials=settings.demo_trials, reuse=True)
+
+    step("4/6 promotion gate")
+    outcomes = promote_all(settings, results)
+    for name, outcome, reason in outcomes:
+        step(f"    {name:13s} {outcome}{': ' + reason if reason else ''}")
+
+    step("5/6 starting the scoring service and scoring real ids over HTTP")
+    calls = serve_and_score(settings, echo)
+
+    step("6/6 summary")
+    echo("")
+    echo(f"{'model':13s} {'metric':8s} {'test':>9s} {'oracle':>9s} {'champion':>9s}")
+    champions = {name: outcome for name, outcome, _ in outcomes}
+    for r in results:
+        metric = "roc_auc" if "roc_auc" in r.metrics else "mae"
+        echo(
+            f"{r.name:13s} {metric:8s} {r.primary:9.4f} {r.oracle:9.4f} "
+            f"{champions.get(r.name, ''):>9s}"
+        )
+    echo("")
+    echo(f"scored over HTTP: {calls}")
+    echo(f"outputs: {settings.home} (raw/, truth/, features/, feast/, mlflow.db, mlartifacts/)")
+    echo(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
+    echo(f"API docs:   make serve, then open http://127.0.0.1:{settings.port}/")
+    echo(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+def serve_and_score(settings: Settings, echo: Callable[[str], None]) -> str:
+    """Start `clv serve` on a free port, score a few real ids, stop it."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from features.store import latest_directory
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    clv = Path(sys.executable).with_name("clv")
+    env = {
+        **os.environ,
+        "CLV_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+    }
+    env.pop("CLV_API_KEY", None)
+    server = subprocess.Popen(
+        [str(clv), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        started = time.perf_counter()
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError("the scoring service exited during start-up (run `make serve`)")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - started > 180:
+                raise RuntimeError("the scoring service did not become ready in 180 s")
+            time.sleep(0.5)
+        echo(f"    ready in {time.perf_counter() - started:.0f} s at {base}")
+        directory = latest_directory(settings.features_dir)
+        customers = directory["customer_directory"]
+        ids = customers.loc[customers["customer_status"] == 1, "customer_id"].head(3).tolist()
+        for identifier in ids:
+            body = httpx.post(f"{base}/score", json={"customer_id": identifier}).json()
+            parts = [
+                f"{m} {body[m]['score']:.3f} ({body[m]['band']})"
+                for m in ("churn", "expansion", "referral", "clv")
+                if body.get(m)
+            ]
+            echo(f"    POST /score {identifier}: " + ", ".join(parts))
+        leads = directory["lead_directory"]
+        aged = leads.loc[leads["lead_status"] == 2, "lead_id"].head(1).tolist()
+        for identifier in aged:
+            response = httpx.post(f"{base}/score_lead", json={"lead_id": identifier})
+            text = json.dumps(response.json().get("reactivation", response.json()))[:90]
+            echo(f"    POST /score_lead {identifier}: {response.status_code} {text}")
+        missing = httpx.post(f"{base}/score", json={"customer_id": "C-unknown"})
+        echo(f"    POST /score C-unknown: {missing.status_code} {missing.json()}")
+        return f"{len(ids)} customers, {len(aged)} lead, 1 unknown id"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()

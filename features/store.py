@@ -272,7 +272,7 @@ class OnlineFeatures:
             if not self.known[i]:
                 raise UnknownEntityError(f"unknown {self.key} {ids[i]!r}")
             if not self.has_features[i]:
-                status = (self.status or {}).get(ids[i])
+                status = (self.status or {}).get(ids[i], 0)
                 why = STATUS_WHY.get((self.key, status), "no cutoff since it joined")
                 raise NoFeaturesError(f"{self.key} {ids[i]!r} has no features: {why}")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from training.specs import ModelSpec
 
 PASS, FAIL, NOTE = "pass", "fail", "note"
+Check = tuple[str, str]  # (PASS | FAIL | NOTE, text)
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,8 @@ class Decision:
         if self.promote:
             return f"{model} version {version}: promoted"
         failed = self.failures
-        return f"{model} version {version}: refused, {len(failed)} check(s) failed: " + "; ".join(
-            failed
-        )
+        listed = "; ".join(failed)
+        return f"{model} version {version}: refused, {len(failed)} check(s) failed: {listed}"
 
 
 def decide(
@@ -94,9 +94,6 @@ def decide(
     reasons = [f"{kind}: {text}" for kind, text in checks]
     passed = all(kind != FAIL for kind, _ in checks)
     return Decision(passed, reasons, candidate.version)
-
-
-Check = tuple[str, str]  # (pass | fail | note, text)
 
 
 def _compatibility(spec: ModelSpec, info: Compatibility) -> list[Check]:

@@ -149,6 +149,8 @@ def evaluate_on(
     store: RegistryStore, spec: ModelSpec, info: VersionInfo, rows: pd.DataFrame, rows_of: str
 ) -> Evaluation:
     """Score one version on the given test rows (which must hold its feature columns)."""
+    if LABEL not in rows.columns:
+        raise ValueError(f"model {info.model}: version {rows_of}'s test rows have no {LABEL}")
     features = store.scorer(info).features
     missing = [f for f in features if f not in rows.columns]
     if missing:
@@ -178,16 +180,11 @@ def assess(store: RegistryStore, spec: ModelSpec, info: VersionInfo) -> Assessme
         if champion_version and champion_version != info.version
         else None
     )
-    probe = decide(spec, Evaluation(info.version, {}, 0, info.version), None, compat)
+    unscored = Evaluation(info.version, {}, 0, info.version)
+    probe = decide(spec, unscored, None, compat)
     if not probe.compatible:  # nothing to score: the gate refuses on compatibility alone
-        return Assessment(
-            info, champion, Evaluation(info.version, {}, 0, info.version), None, probe
-        )
+        return Assessment(info, champion, unscored, None, probe)
     rows = store.test_set(info)
-    if LABEL not in rows.columns:
-        raise ValueError(
-            f"model {info.model} version {info.version}: its test rows have no {LABEL} column"
-        )
     candidate = evaluate_on(store, spec, info, rows, info.version)
     champion_eval = None
     if champion is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,13 +169,9 @@ def test_audit_entries_round_trip():
 
 
 # ---- against a real MLflow store -------------------------------------------------------------
-@dataclass(frozen=True)
-class Trained:
-    root: Path  # mlflow.db (v1 = v2 good; v3 trained on shuffled labels) and the artifacts
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, feast_home) -> Trained:
+def trained(tmp_path_factory, feast_home) -> Path:
+    """A folder with mlflow.db (churn v1 = v2, v3 degraded), its artifacts and Optuna study."""
     from features.pipeline import read_raw
     from features.store import built_cutoffs
     from training import labels
@@ -228,13 +223,13 @@ gate = {{ primary_floor = 0.7 }}
     )
     degraded = load_specs(root / "specs.toml")["churn"]
     assert train(degraded, config, *args).version == "3"
-    return Trained(root)
+    return root
 
 
 @pytest.fixture()
-def registry(trained: Trained, tmp_path: Path) -> RegistryStore:
+def registry(trained: Path, tmp_path: Path) -> RegistryStore:
     """A private copy of the trained store (artifacts are shared read-only)."""
-    shutil.copy(trained.root / "mlflow.db", tmp_path / "mlflow.db")
+    shutil.copy(trained / "mlflow.db", tmp_path / "mlflow.db")
     return RegistryStore(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts")
 
 
@@ -460,7 +455,7 @@ def test_registry_commands(cli, registry: RegistryStore):
         (["rollback", "churn"], LookupError, "model churn has no previous champion"),
         (["compare", "churn", "1", "7"], LookupError, "model churn has no version '7'"),
         (["history", "nope"], LookupError, "no registered model 'nope'"),
-        (["rollback", "it's"], LookupError, "no registered model \"it's\""),
+        (["rollback", "it's"], LookupError, 'no registered model "it\'s"'),
     ],
 )
 def test_registry_bad_input_is_one_line(cli, registry: RegistryStore, args, error, message):

@@ -46,6 +46,7 @@ class JobConfig:
     trials: int
     seed: int
     git_revision: str = "unknown"
+    reuse: bool = False  # return an existing version trained on the same data and code
 
 
 @dataclass
@@ -107,6 +108,13 @@ def train(
         "git_revision": config.git_revision,
         "study": name,
     }
+    if config.reuse and not config.git_revision.endswith("-dirty"):
+        found = tracking.existing_version(spec.name, tags)
+        if found:
+            version, run_id, metrics = found
+            log.info("%s: version %s was trained on the same data and code; reusing it",
+                     spec.name, version)  # fmt: skip
+            return TrainResult(spec.name, version, 0, metrics, 0.0, run_id, notes=["reused"])
     with tracking.parent_run(experiment, f"train-{spec.name}", tags) as run:
         tracking.log_params(
             {
@@ -165,7 +173,10 @@ def train(
                 oracle = truth["probability"].to_numpy(float) if truth is not None else None
                 classification_plots(y_te, pred, oracle, folder / "plots")
             contributions = model.contributions(X_te)
-            gain = model.booster_.get_score(importance_type="gain")
+            gain = {
+                k: float(v) if not isinstance(v, list) else float(sum(v))
+                for k, v in model.booster_.get_score(importance_type="gain").items()
+            }
             table = importance_tables(model.feature_names_, gain, contributions)
             importance_plot(table, folder / "plots")
             tracking.log_folder(folder / "plots", "plots")

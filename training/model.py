@@ -39,7 +39,10 @@ class Calibrator(BaseEstimator):
         if self.method == "sigmoid":
             lr = LogisticRegression(C=1e6, max_iter=1000)
             lr.fit(_logit(raw)[:, None], y)
-            self.params_ = {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+            self.params_: dict[str, Any] = {
+                "a": float(lr.coef_[0, 0]),
+                "b": float(lr.intercept_[0]),
+            }
         elif self.method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6)
             iso.fit(raw, y)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 import numpy as np
 import pandas as pd
 
@@ -55,7 +55,7 @@ def load_scorer(folder: Path) -> Scorer:
     return Scorer(meta, booster)
 
 
-class ScoringModel(mlflow.pyfunc.PythonModel):
+class ScoringModel(PythonModel):
     """pyfunc flavour: DataFrame of the feature service's columns in, scores out."""
 
     def load_context(self, context: Any) -> None:

@@ -106,3 +106,23 @@ def log_and_register(
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, value)
     return version
+
+
+def existing_version(name: str, tags: dict[str, str]) -> tuple[str, str, dict[str, float]] | None:
+    """A registered version of `name` trained on the same data by the same code, if any:
+    (version, run id, test metrics from its tags)."""
+    client = MlflowClient()
+    if client.search_registered_models(filter_string=f"name = '{name}'") == []:
+        return None
+    for version in client.search_model_versions(f"name = '{name}'"):
+        vt = version.tags or {}
+        if all(
+            vt.get(k) == tags[k] for k in ("data_fingerprint", "git_revision", "feature_service")
+        ):
+            metrics = {
+                k.removeprefix("metric."): float(v)
+                for k, v in vt.items()
+                if k.startswith("metric.")
+            }
+            return str(version.version), str(version.run_id), metrics
+    return None

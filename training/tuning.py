@@ -148,7 +148,7 @@ def tune(
     return TuningResult(
         params=dict(best.params),
         num_rounds=int(best.user_attrs.get("num_rounds", spec.max_rounds)),
-        value=float(best.value),
+        value=float(best.value if best.value is not None else float("nan")),
         trials=len([t for t in study.trials if t.state.is_finished()]),
         study_name=study_name,
     )
