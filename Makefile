@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: help install demo test test-services lint serve retrain bench lock clean
+.PHONY: help install demo test test-slow test-services lint serve retrain bench lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,8 +32,11 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies and the pr
 demo: $(STAMP) ## Run the main job on the embedded default (SQLite, local files under ./var)
 	$(BIN)/clv demo
 
-test: $(STAMP) ## Run the test suite (service tests skip when PostgreSQL/Redis are absent)
-	$(BIN)/pytest -q
+test: $(STAMP) ## Run the test suite (slow quality checks excluded; see test-slow)
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: $(STAMP) ## Train every model at half size and check quality against the oracle
+	$(BIN)/pytest -q -m slow -s
 
 test-services: $(STAMP) ## Run only the tests that need PostgreSQL and Redis
 	$(BIN)/pytest -q -m services

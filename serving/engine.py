@@ -86,10 +86,12 @@ class Engine:
     # ---- life cycle --------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
         """Open Feast and the registry and load champions; never raises (the reason is kept
-        for /readyz and /models). With `background`, a poller keeps things fresh."""
-        self.refresh()
+        for /readyz and /models). With `background`, this happens in a thread that then
+        keeps polling, so the service answers /livez at once and /readyz when loaded."""
         if background:
             threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+        else:
+            self.refresh()
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,6 +101,10 @@ class Engine:
         return self.not_ready_reason is None
 
     def _poll(self) -> None:
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("first load failed")
         while not self._stop.wait(self.config.poll_seconds):
             try:
                 self.refresh()
@@ -141,10 +147,21 @@ class Engine:
                 self.not_ready_reason = "no model has a champion yet (run `clv registry promote`)"
                 return False
             if changed or self.state.customers is None:
+                # Publish the new champions first, without a snapshot: requests meanwhile are
+                # answered through the online store by the new models, never a mix of both.
+                self.state = State(champions, self._as_of())
+                self.not_ready_reason = None
                 self.state = self._build(champions)
                 self._directory_stamp = stamp
             self.not_ready_reason = None
             return changed
+
+    def _as_of(self) -> str | None:
+        path = self.config.store.features_dir / "customer_directory" / "directory.parquet"
+        if not path.exists():
+            return None
+        stamp = pd.read_parquet(path, columns=["event_timestamp"])["event_timestamp"].max()
+        return str(pd.Timestamp(stamp).date())
 
     def _directory_mtime(self) -> float | None:
         path = self.config.store.features_dir / "customer_directory" / "directory.parquet"
