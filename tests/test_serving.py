@@ -129,6 +129,10 @@ def asgi(served_home, monkeypatch):
     from serving.service import Scoring
 
     with TestClient(Scoring.to_asgi()) as client:
+        deadline = time.time() + 90
+        while client.get("/readyz").status_code != 200:  # champions load in the background
+            assert time.time() < deadline, client.get("/models").json()
+            time.sleep(0.2)
         yield client
 
 
