@@ -125,10 +125,13 @@ def features_build(
     ] = False,
 ) -> None:
     """Compute per-cutoff feature tables from $CLV_HOME/raw into $CLV_HOME/features."""
+    from clv.workflows import world_now
     from features.pipeline import build_features
 
     settings = settings_of(ctx)
-    report = build_features(settings.raw_dir, settings.features_dir, rebuild=rebuild)
+    report = build_features(
+        settings.raw_dir, settings.features_dir, rebuild=rebuild, now=world_now(settings)
+    )
     typer.echo(report.describe())
 
 
@@ -255,6 +258,20 @@ def score(
     settings = settings_of(ctx)
     report = score_all(settings, out, reasons=reasons)
     typer.echo(report)
+
+
+@app.command()
+def retrain(ctx: typer.Context) -> None:
+    """The scheduled job: validate raw data, new features, drift, retrain, gate, summary."""
+    from clv.retrain import RetrainError, run_retrain
+
+    try:
+        summary = run_retrain(settings_of(ctx), typer.echo)
+    except RetrainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(4) from exc
+    for name, model in summary["models"].items():
+        typer.echo(f"{name:13s} v{model['version']:>3s} {model['decision']}  {model['why']}")
 
 
 @app.command()

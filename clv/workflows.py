@@ -20,6 +20,16 @@ from training.specs import SPECS, get_spec, load_specs
 log = logging.getLogger(__name__)
 
 
+def world_now(settings: Settings) -> pd.Timestamp:
+    """Today, for data validation: a simulated world's own last day when the raw folder was
+    written by the simulator (an advanced world lives in the future), else the clock."""
+    from simulator.io import MANIFEST, Manifest
+
+    if (settings.raw_dir / MANIFEST).exists():
+        return max(pd.Timestamp(Manifest.read(settings.raw_dir).as_of), pd.Timestamp.now())
+    return pd.Timestamp.now()
+
+
 def train_models(
     settings: Settings,
     model: str,
@@ -31,7 +41,7 @@ def train_models(
     specs = load_specs(spec_file) if spec_file else dict(SPECS)
     names = list(specs) if model == "all" else [get_spec(model, specs).name]
     raw = read_raw(settings.raw_dir)
-    as_of = validate_raw(raw, pd.Timestamp.now())
+    as_of = validate_raw(raw, world_now(settings))
     cutoffs = built_cutoffs(settings.features_dir)
     if not cutoffs:
         raise FileNotFoundError(
@@ -133,9 +143,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
     if manifest and (manifest.seed, manifest.scale, manifest.months) == wanted:
         step(f"1/6 database already simulated in {settings.raw_dir}; reusing it")
     else:
-        step(
-            f"1/6 simulating the TechFlow database (scale {settings.scale:g})"
-        )
+        step(f"1/6 simulating the TechFlow database (scale {settings.scale:g})")
         world = simulate(months=settings.months, scale=settings.scale, seed=settings.seed)
         manifest = write_world(world, settings.raw_dir, settings.truth_dir, force=True)
     summary = summarize(read_raw(settings.raw_dir), as_of(manifest.months))
@@ -145,7 +153,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
     )
 
     step("2/6 building, registering and materializing features (Feast)")
-    report = build_features(settings.raw_dir, settings.features_dir)
+    report = build_features(settings.raw_dir, settings.features_dir, now=world_now(settings))
     step(f"    {report.describe()}")
     store = open_store(store_config(settings))
     apply(store, settings.features_dir)

@@ -75,3 +75,40 @@ def validate_raw(tables: dict[str, pd.DataFrame], now: pd.Timestamp) -> pd.Times
                     f"{values[unknown].iloc[0]!r}"
                 )
     return latest.normalize() + pd.offsets.MonthBegin(1)
+
+
+# Tables whose monthly event counts must not collapse (the others are too sparse to judge).
+VOLUME_TABLES = ("orders", "usage_weekly", "marketing_touches", "lifecycle_events")
+
+
+def check_volume(
+    tables: dict[str, pd.DataFrame],
+    end: pd.Timestamp,
+    previous_rows: dict[str, int] | None = None,
+    drop_share: float = 0.5,
+) -> list[str]:
+    """Problems with freshness and row counts (empty when fine): a table whose latest month
+    is empty or holds under `drop_share` of its usual monthly rows, or whose row count fell
+    since the previous run (raw tables only grow)."""
+    problems = []
+    last_month = end - pd.DateOffset(months=1)
+    for name in VOLUME_TABLES:
+        column = RAW_SCHEMA[name].date
+        assert column is not None
+        dates = tables[name][column]
+        months = dates.dt.to_period("M").value_counts()
+        latest = int(months.get(last_month.to_period("M"), 0))
+        before = months.drop(last_month.to_period("M"), errors="ignore").sort_index().tail(6)
+        usual = float(before.median()) if len(before) else 0.0
+        if latest == 0:
+            problems.append(f"table {name}: no rows in the latest month ({last_month:%Y-%m})")
+        elif usual and latest < drop_share * usual:
+            problems.append(
+                f"table {name}: {latest:,} rows in {last_month:%Y-%m}, under "
+                f"{drop_share:.0%} of the usual {usual:,.0f} a month"
+            )
+    for name, count in (previous_rows or {}).items():
+        now = len(tables.get(name, ()))
+        if name in tables and now < count:
+            problems.append(f"table {name}: {now:,} rows, fewer than the {count:,} of the last run")
+    return problems

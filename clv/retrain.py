@@ -1,0 +1,144 @@
+"""`clv retrain`: the scheduled job. Validate the raw data, build and materialize new features,
+report drift, train every model, run the gate, write a summary; one run at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clv.compose import store_config
+from clv.settings import Settings
+from clv.workflows import promote_all, train_models, world_now
+from features.pipeline import build_features, read_raw
+from features.store import apply, materialize, open_store
+from features.validation import RawDataError, check_volume, validate_raw
+from training.dataset import DatasetError
+from training.specs import SPECS
+
+log = logging.getLogger(__name__)
+
+
+class RetrainError(RuntimeError):
+    """The run stopped before training; the summary says why."""
+
+
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock for the whole run; a second run fails at once."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RetrainError(f"another retrain holds {lock_file}; try again later") from exc
+        yield
+
+
+def run_retrain(settings: Settings, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The whole job; returns the summary (also written as JSON and markdown)."""
+    folder = settings.home / "retrain"
+    state_file = folder / "state.json"
+    previous = json.loads(state_file.read_text()) if state_file.exists() else {}
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    summary: dict[str, Any] = {"started": stamp, "status": "running", "problems": []}
+    with exclusive(folder / "retrain.lock"):
+        try:
+            raw = read_raw(settings.raw_dir)
+            end = validate_raw(raw, world_now(settings))
+            problems = check_volume(raw, end, previous.get("rows"))
+        except RawDataError as exc:
+            problems = [str(exc)]
+            end = None
+        if problems:
+            summary.update(status="invalid data", problems=problems)
+            _write(folder, stamp, summary)
+            raise RetrainError("raw data rejected: " + "; ".join(problems))
+        echo(f"raw data valid up to {end.date()}")
+        report = build_features(settings.raw_dir, settings.features_dir, now=world_now(settings))
+        echo(report.describe())
+        store = open_store(store_config(settings))
+        apply(store, settings.features_dir)
+        materialize(store, settings.features_dir, report.as_of)
+        summary["features_as_of"] = str(report.as_of.date())
+        summary["drift"] = drift_report(settings, store, report.as_of)
+        results, skipped = [], {}
+        for name in SPECS:
+            try:
+                results += train_models(settings, name, reuse=True)
+            except DatasetError as exc:  # e.g. a class missing from a small test window
+                skipped[name] = str(exc)
+                echo(f"{name}: not trained: {exc}")
+        summary["skipped"] = skipped
+        promoted = promote_all(settings, results)
+        outcomes = {name: (outcome, reason) for name, outcome, reason in promoted}
+        summary["models"] = {
+            r.name: {
+                "version": r.version,
+                "decision": outcomes[r.name][0],
+                "why": outcomes[r.name][1],
+                "metrics": {k: v for k, v in r.metrics.items() if not k.startswith("oracle_")},
+                "oracle": {k: v for k, v in r.metrics.items() if k.startswith("oracle_")},
+            }
+            for r in results
+        }
+        summary["status"] = "done"
+        _write(folder, stamp, summary)
+        state_file.write_text(
+            json.dumps(
+                {"as_of": str(report.as_of.date()), "rows": {k: len(v) for k, v in raw.items()}}
+            )
+        )
+    return summary
+
+
+def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[str, Any]:
+    """PSI of each champion's features between its test rows and the newest cutoff."""
+    from registry.store import RegistryStore
+    from training.drift import drift_table
+
+    registry = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
+    path = settings.features_dir / "customer_features" / f"{as_of:%Y-%m-%d}.parquet"
+    current = pd.read_parquet(path) if path.exists() else None
+    out: dict[str, Any] = {}
+    for name, spec in SPECS.items():
+        if spec.entity != "customer" or current is None:
+            continue
+        try:
+            champion = registry.aliases(name).get("champion")
+            if champion is None:
+                continue
+            reference = registry.test_set(registry.version(name, champion))
+        except Exception as exc:  # no champion yet, or an old version without a test set
+            out[name] = {"error": str(exc)}
+            continue
+        table = drift_table(reference, current).head(5)
+        out[name] = {
+            "champion": champion,
+            "max_psi": float(table["psi"].max()) if len(table) else 0.0,
+            "top": table.to_dict("records"),
+        }
+    return out
+
+
+def _write(folder: Path, stamp: str, summary: dict[str, Any]) -> None:
+    target = folder / stamp
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    lines = [f"# Retrain {stamp}: {summary['status']}", ""]
+    for problem in summary.get("problems", []):
+        lines.append(f"- problem: {problem}")
+    for name, model in summary.get("models", {}).items():
+        lines.append(f"- **{name}** v{model['version']}: {model['decision']} ({model['why']})")
+    for name, drift in summary.get("drift", {}).items():
+        if "max_psi" in drift:
+            lines.append(f"- drift {name}: max PSI {drift['max_psi']:.3f}")
+    (target / "summary.md").write_text("\n".join(lines) + "\n")
+    log.info("summary written to %s", target)

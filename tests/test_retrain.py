@@ -1,0 +1,79 @@
+"""`clv retrain`: bad data stops it before anything is trained; month N -> N+1 retrains on the
+new window; one run at a time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clv.retrain import RetrainError, exclusive, run_retrain
+from clv.settings import Settings
+from simulator.io import advance_world, write_world
+from simulator.world import simulate
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    home = tmp_path / "var"
+    write_world(simulate(months=24, scale=0.05, seed=5), home / "raw", home / "truth")
+    return Settings(home=home, trials=2)
+
+
+def _champions(settings: Settings) -> dict[str, str]:
+    from registry.store import RegistryStore
+
+    store = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
+    return {
+        m: store.aliases(m).get("champion", "") for m in store.models() if m != "registry-audit"
+    }
+
+
+def test_month_advance_retrains_on_the_new_window(settings: Settings):
+    first = run_retrain(settings, print)
+    assert first["status"] == "done" and first["features_as_of"] == "2025-12-01"
+    assert "churn" in first["models"]
+    advance_world(settings.raw_dir, settings.truth_dir, 1)
+    second = run_retrain(settings, print)
+    assert second["features_as_of"] == "2026-01-01"
+    churn = second["models"]["churn"]
+    assert churn["version"] != first["models"]["churn"]["version"]
+    assert churn["decision"].split()[0] in ("promoted", "refused")
+    assert any("max_psi" in d for d in second["drift"].values())  # PSI of every champion
+    written = sorted((settings.home / "retrain").glob("*/summary.json"))
+    assert json.loads(written[-1].read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda raw: (raw / "orders.parquet").write_bytes(b"PAR1 truncated"), "orders"),
+        (lambda raw: (raw / "referrals.parquet").unlink(), "referrals is missing"),
+    ],
+)
+def test_bad_data_trains_nothing(settings: Settings, damage, message):
+    damage(settings.raw_dir)
+    with pytest.raises(RetrainError, match=message):
+        run_retrain(settings, print)
+    summary = json.loads(next((settings.home / "retrain").glob("*/summary.json")).read_text())
+    assert summary["status"] == "invalid data" and message in summary["problems"][0]
+    assert not (settings.home / "mlflow.db").exists()  # no model trained, none promoted
+
+
+def test_a_half_empty_month_is_rejected(settings: Settings):
+    import pandas as pd
+
+    path = settings.raw_dir / "orders.parquet"
+    orders = pd.read_parquet(path)
+    last = orders["order_date"] >= pd.Timestamp("2025-11-01")
+    orders = orders[~last | (orders.index % 3 == 0)]
+    orders.to_parquet(path, index=False)
+    with pytest.raises(RetrainError, match="table orders: .* under 50% of the usual"):
+        run_retrain(settings, print)
+
+
+def test_one_run_at_a_time(tmp_path: Path):
+    lock = tmp_path / "retrain.lock"
+    with exclusive(lock), pytest.raises(RetrainError, match="another retrain"), exclusive(lock):
+        pass
