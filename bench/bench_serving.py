@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import random
 import shlex
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ DIRECTORY = Path("features") / "customer_directory" / "directory.parquet"
 CUSTOMER_MODELS = ("churn", "expansion", "referral", "clv")
 CHAIN_MODEL = "churn"
 CHAIN_SERVICE = "churn_v1"
+WORKER_BOOT = "Booting worker"  # gunicorn's log line for each worker it starts
 
 COLD_STARTS, QUICK_COLD_STARTS = 2, 1
 COLD_START_TARGET_SECONDS = 15.0
@@ -75,6 +77,12 @@ READY_LIMIT_SECONDS = 180.0  # clv serve
 CHAIN_READY_LIMIT_SECONDS = 90.0  # feast serve, mlflow models serve
 SNAPSHOT_LIMIT_SECONDS = 180.0
 POLL_SECONDS = 0.05
+# BentoML's log lines that split a cold start: the CLI has imported the service and starts
+# the server; the worker has imported it again and run `Scoring.__init__`.
+LOG_MARKS = {
+    "cli_imported_s": "Starting production HTTP BentoServer",
+    "worker_initialized_s": "Service clv_scoring initialized",
+}
 
 CONCURRENCY = 8
 WARMUP_SECONDS, QUICK_WARMUP_SECONDS = 3.0, 2.0
@@ -91,7 +99,13 @@ BATCH_P99_TARGET_MS = 100.0
 SCORES_OUT = Path("/tmp/scores.parquet")
 SCORING_REPEATS, QUICK_SCORING_REPEATS = 3, 1
 SCORING_TARGET_PER_SECOND = 100_000.0
+SCORING_VARIANTS = ("with reasons", "without reasons")  # the targeted ones
 ENGINE_CALLS = 2000
+ENGINE_STEPS = {
+    "engine": "engine.score_customers(ids) -> dicts",
+    "models": "CustomerScores(**result) per id",
+    "response": "FastAPI response: validate + dump_json",
+}
 
 
 # ---- processes ------------------------------------------------------------------------------
@@ -130,11 +144,13 @@ class Server:
     cwd: Path = REPO
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
+    started: float = 0.0  # perf_counter at launch
+    launched_at: float = 0.0  # wall clock at launch, to place the server's log stamps
 
     def start(self) -> None:
         with self.log.open("wb") as out:
             self.started = time.perf_counter()
+            self.launched_at = time.time()
             self.proc = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
@@ -171,6 +187,21 @@ class Server:
             break
         self.proc.wait()
         self.proc = None
+
+    def logged_after(self, marker: str) -> float | None:
+        """Seconds from launch to the first log line containing `marker`, by the line's
+        leading ISO time stamp (BentoML's have one-second resolution)."""
+        import datetime as dt
+
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        for line in text.splitlines():
+            if marker in line:
+                try:
+                    stamp = dt.datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
+                except ValueError:
+                    return None
+                return stamp - self.launched_at
+        return None
 
 
 class ServerFailed(RuntimeError):
@@ -290,11 +321,14 @@ def _summary(latencies: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def _tree_cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of processes and all their descendants."""
+def _tree_cpu_seconds(pids: Sequence[int]) -> tuple[float, frozenset[int]]:
+    """User + system CPU seconds of processes and all their descendants, and their pids (a
+    process that exits takes its CPU seconds with it, so a share over a window is only valid
+    when every process seen at its start is still there at its end)."""
     import psutil
 
     total = 0.0
+    seen: set[int] = set()
     for pid in pids:
         try:
             root = psutil.Process(pid)
@@ -307,7 +341,33 @@ def _tree_cpu_seconds(pids: Sequence[int]) -> float:
             except psutil.NoSuchProcess:
                 continue
             total += times.user + times.system
-    return total
+            seen.add(proc.pid)
+    return total, frozenset(seen)
+
+
+def _server_share(
+    before: tuple[float, frozenset[int]], after: tuple[float, frozenset[int]], seconds: float
+) -> tuple[float | None, int]:
+    """CPU share of one core over a window, or None when processes exited during it (e.g. a
+    gunicorn worker recycled after --max-requests); and how many exited."""
+    gone = len(before[1] - after[1])
+    return (None if gone else (after[0] - before[0]) / seconds), gone
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, over all cores."""
+    import psutil
+
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    total = sum(times)
+    return total - idle, total
+
+
+def _busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of all cores the machine was busy between two `_machine_busy` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 def load(
@@ -374,7 +434,9 @@ def load(
                 ok = response.status_code == 200 and b'"churn"' in response.content
                 return ok, "" if ok else f"{response.status_code}: {response.text[:200]}"
             if kind == "ping":
-                response = await clients["service"].post("/ping", content=b"{}", headers=json_headers)
+                response = await clients["service"].post(
+                    "/ping", content=b"{}", headers=json_headers
+                )
                 ok = response.status_code == 200 and response.text == "pong"
                 return ok, "" if ok else f"{response.status_code}: {response.text[:200]}"
             if kind == "feast":
@@ -391,7 +453,7 @@ def load(
         window_end = window_start + seconds
         latencies: list[float] = []
         errors: list[str] = []
-        usage: dict[str, float] = {}
+        usage: dict[str, Any] = {}
 
         async def worker(number: int) -> None:
             rng = random.Random(seed * 1000 + number)
@@ -410,8 +472,10 @@ def load(
         async def meter() -> None:
             await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
             usage["gen0"], usage["srv0"] = time.process_time(), _tree_cpu_seconds(server_pids)
+            usage["machine0"] = _machine_busy()
             await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
             usage["gen1"], usage["srv1"] = time.process_time(), _tree_cpu_seconds(server_pids)
+            usage["machine1"] = _machine_busy()
 
         try:
             await asyncio.gather(meter(), *(worker(n) for n in range(concurrency)))
@@ -419,6 +483,7 @@ def load(
             for client in clients.values():
                 await client.aclose()
         done = len(latencies) + len(errors)
+        share, gone = _server_share(usage["srv0"], usage["srv1"], seconds)
         return {
             "kind": kind,
             "concurrency": concurrency,
@@ -429,7 +494,9 @@ def load(
             "throughput_rps": len(latencies) / seconds,
             **_summary(latencies),
             "generator_cpu_share": (usage["gen1"] - usage["gen0"]) / seconds,
-            "server_cpu_share": (usage["srv1"] - usage["srv0"]) / seconds if server_pids else None,
+            "server_cpu_share": share if server_pids else None,
+            "server_processes_exited": gone,
+            "machine_busy_share": _busy_share(usage["machine0"], usage["machine1"]),
         }
 
     return asyncio.run(main())
@@ -497,17 +564,18 @@ end
 """
 
 
-def wrk_script(path: Path, kind: str, ids: list[str]) -> Path:
-    """A Lua script: POST /ping with {} or POST /score cycling through `ids`."""
+def wrk_script(path: Path, kind: str, ids_lines: Path) -> Path:
+    """A Lua script: POST /ping with {}, or POST /score cycling through the ids of
+    `ids_lines` (one per line)."""
     if kind == "ping":
         body = (
             'wrk.method = "POST"\nwrk.body = "{}"\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
     else:
-        quoted = ",".join(json.dumps(i) for i in ids)
         body = (
-            f"local ids = {{{quoted}}}\nlocal n = 0\n"
+            f"local ids = {{}}\nfor line in io.lines({json.dumps(str(ids_lines))}) do\n"
+            "  ids[#ids + 1] = line\nend\nlocal n = 0\n"
             "request = function()\n  n = n + 1\n"
             "  local body = '{\"customer_id\":\"' .. ids[(n % #ids) + 1] .. '\"}'\n"
             '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)\n'
@@ -529,9 +597,10 @@ def run_wrk(
         )
 
     once(warmup)
-    cpu0 = _tree_cpu_seconds([server_pid])
+    cpu0, machine0 = _tree_cpu_seconds([server_pid]), _machine_busy()
     done = once(seconds)
-    cpu1 = _tree_cpu_seconds([server_pid])
+    cpu1, machine1 = _tree_cpu_seconds([server_pid]), _machine_busy()
+    share, gone = _server_share(cpu0, cpu1, seconds)
     lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()[-400:]}")
@@ -548,7 +617,9 @@ def run_wrk(
         "mean_ms": raw["mean_us"] / 1000.0,
         "max_ms": raw["max_us"] / 1000.0,
         "generator_cpu_share": None,
-        "server_cpu_share": (cpu1 - cpu0) / duration,
+        "server_cpu_share": share,
+        "server_processes_exited": gone,
+        "machine_busy_share": _busy_share(machine0, machine1),
     }
 
 
@@ -612,7 +683,7 @@ def scoring_throughput(home: str, repeats: int = SCORING_REPEATS) -> dict[str, A
 
     from clv.compose import store_config
     from features.store import historical_frame, latest_directory, online_refs, open_store
-    from serving.champions import Registry
+    from serving.champions import Champion, Registry
     from serving.scoring import score_matrix
 
     started = time.perf_counter()
@@ -634,25 +705,39 @@ def scoring_throughput(home: str, repeats: int = SCORING_REPEATS) -> dict[str, A
     frame_seconds = time.perf_counter() - started
     matrices = {m.name: frame[m.features].to_numpy(np.float64) for m in champions}
 
+    steps: dict[str, Callable[[Champion, np.ndarray], Any]] = {
+        SCORING_VARIANTS[0]: lambda m, x: score_matrix(m.scorer, x, reasons=True),
+        SCORING_VARIANTS[1]: lambda m, x: score_matrix(m.scorer, x, reasons=False),
+        "predict_matrix only": lambda m, x: m.scorer.predict_matrix(x),
+    }
     variants = {}
-    for reasons in (True, False):
+    for variant, step in steps.items():
         per_model: dict[str, list[float]] = {m.name: [] for m in champions}
         for attempt in range(repeats + 1):
             for m in champions:
                 began = time.perf_counter()
-                score_matrix(m.scorer, matrices[m.name], reasons=reasons)
+                step(m, matrices[m.name])
                 if attempt:  # the first pass warms XGBoost's predictor up
                     per_model[m.name].append(time.perf_counter() - began)
         medians = {name: statistics.median(s) for name, s in per_model.items()}
         total = sum(medians.values())
-        variants["with reasons" if reasons else "without reasons"] = {
+        variants[variant] = {
             "per_model_seconds": medians,
             "seconds": total,
             "customers_per_second": len(active) / total,
         }
+    models = {
+        m.name: {
+            "version": m.version,
+            "features": len(m.features),
+            "trees": m.scorer.booster.num_boosted_rounds() if m.scorer.booster else None,
+            "calibration": m.scorer.meta.get("calibration", {}).get("method"),
+        }
+        for m in champions
+    }
     return {
         "rows": len(active),
-        "models": {m.name: {"version": m.version, "features": len(m.features)} for m in champions},
+        "models": models,
         "champion_load_seconds": load_seconds,
         "historical_frame_seconds": frame_seconds,
         "repeats": repeats,
@@ -660,10 +745,19 @@ def scoring_throughput(home: str, repeats: int = SCORING_REPEATS) -> dict[str, A
     }
 
 
-def engine_latency(home: str, ids_file: str, calls: int = ENGINE_CALLS) -> dict[str, Any]:
-    """Child: the engine's own cost of one /score (no HTTP), from a built snapshot: the lookup
-    and response dicts, then the pydantic model and its JSON, per call."""
+def engine_latency(
+    home: str,
+    ids_file: str,
+    calls: int = ENGINE_CALLS,
+    batch_calls: int = BATCH_CALLS,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Child: the cost of /score and /score_batch without HTTP, from a built snapshot: the
+    engine's answer (dicts), the pydantic response models, then what FastAPI does with the
+    route's return value (validate against the response model, dump JSON)."""
     settings = _child_setup(home)
+    from pydantic import TypeAdapter
+
     from clv.compose import engine_config
     from serving.api import CustomerScores
     from serving.engine import Engine
@@ -675,26 +769,32 @@ def engine_latency(home: str, ids_file: str, calls: int = ENGINE_CALLS) -> dict[
     refresh_seconds = time.perf_counter() - started
     if not engine.ready:
         raise LookupError(f"engine not ready: {engine.not_ready_reason}")
-    engine_s, model_s, json_s = [], [], []
-    for n in range(calls + 100):
-        identifier = ids[n % len(ids)]
-        t0 = time.perf_counter()
-        result = engine.score_customers([identifier])[0]
-        t1 = time.perf_counter()
-        scores = CustomerScores(**result)
-        t2 = time.perf_counter()
-        scores.model_dump_json()
-        t3 = time.perf_counter()
-        if n >= 100:
-            engine_s.append(t1 - t0)
-            model_s.append(t2 - t1)
-            json_s.append(t3 - t2)
+    one: TypeAdapter[Any] = TypeAdapter(CustomerScores)
+    many: TypeAdapter[Any] = TypeAdapter(list[CustomerScores])
+
+    rng = random.Random(seed)
+
+    def timed(size: int, warmup: int, n: int) -> dict[str, Any]:
+        adapter = one if size == 1 else many
+        seconds: dict[str, list[float]] = {step: [] for step in ENGINE_STEPS}
+        for call in range(warmup + n):
+            batch = rng.sample(ids, size)
+            t0 = time.perf_counter()
+            results = engine.score_customers(batch)
+            t1 = time.perf_counter()
+            models = [CustomerScores(**r) for r in results]
+            t2 = time.perf_counter()
+            adapter.dump_json(adapter.validate_python(models[0] if size == 1 else models))
+            t3 = time.perf_counter()
+            if call >= warmup:
+                for step, value in zip(ENGINE_STEPS, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    seconds[step].append(value)
+        return {"ids": size, "calls": n, **{k: _summary(v) for k, v in seconds.items()}}
+
     return {
         "refresh_seconds": refresh_seconds,
-        "calls": calls,
-        "score_customers": _summary(engine_s),
-        "pydantic_model": _summary(model_s),
-        "model_dump_json": _summary(json_s),
+        "single": timed(1, 100, calls),
+        "batch": timed(BATCH_IDS, BATCH_WARMUP_CALLS, batch_calls),
     }
 
 
@@ -738,7 +838,8 @@ def cold_start(home: Path, logs: Path, label: str, servers: list[Server]) -> dic
         print(f"  FAILED: {exc}", flush=True)
         return {"error": str(exc), "base": base}
     print(f"  /livez {livez:.1f} s, /readyz {readyz:.1f} s, snapshot {snapshot:.1f} s", flush=True)
-    return {"base": base, "livez_s": livez, "readyz_s": readyz, "snapshot_s": snapshot}
+    marks = {key: server.logged_after(marker) for key, marker in LOG_MARKS.items()}
+    return {"base": base, **marks, "livez_s": livez, "readyz_s": readyz, "snapshot_s": snapshot}
 
 
 def chain_servers(
@@ -778,7 +879,7 @@ def chain_servers(
     bases = {"feast": f"http://{HOST}:{feast_port}", "mlflow": f"http://{HOST}:{mlflow_port}"}
     health = {"feast": f"{bases['feast']}/health", "mlflow": f"{bases['mlflow']}/ping"}
     records: dict[str, Any] = {}
-    for name, server in (("feast", feast), ("mlflow", mlflow)):
+    for server in (feast, mlflow):
         servers.append(server)
         print(f"chain: {' '.join(server.argv)} ...", flush=True)
         server.start()
@@ -791,6 +892,7 @@ def chain_servers(
             print(f"  FAILED: {exc}", flush=True)
         records[name]["pid"] = server.proc.pid if server.proc else None
         records[name]["command"] = " ".join(server.argv)
+        records[name]["log"] = str(server.log)
     return bases, records
 
 
@@ -802,112 +904,141 @@ def _load_args(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def measure(home: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Every part against `home`; servers started here are stopped before returning."""
-    ids = active_ids(home)
-    ids_file = work / "active_ids.json"
-    ids_file.write_text(json.dumps(ids))
-    logs = work / "logs"
-    logs.mkdir()
-    timing = _load_args(args)
-    servers: list[Server] = []
-    out: dict[str, Any] = {"active_customers": len(ids), "load": {}}
+@dataclass(frozen=True)
+class Inputs:
+    """What every part reads: the home, the active ids (JSON and one per line), log folder."""
+
+    home: Path
+    work: Path
+    ids_file: Path
+    ids_lines: Path
+    logs: Path
+    timing: dict[str, float]
+    quick: bool
+
+
+def generator_ceiling(inputs: Inputs, servers: list[Server]) -> dict[str, Any]:
+    """The Python generator against the asyncio stub: what it can send at best here."""
+    port = free_port()
+    code = f"from bench.bench_serving import stub_server; stub_server({port})"
+    stub = Server("stub", [sys.executable, "-c", code], inputs.logs / "stub.log")
+    stub.env = server_env(inputs.home)
+    servers.append(stub)
+    stub.start()
     try:
-        # 1. cold starts; the last server stays up for parts 2 and 3.
-        runs = []
-        for n in range(QUICK_COLD_STARTS if args.quick else COLD_STARTS):
-            if runs and servers:
-                servers[-1].stop()
-            runs.append(cold_start(home, logs, f"run{n + 1}", servers))
-        out["cold_starts"] = runs
-        service = servers[-1]
-        base = runs[-1]["base"]
-        if "error" in runs[-1]:
-            out["load"]["service"] = {"error": runs[-1]["error"]}
-        else:
-            assert service.proc is not None
-            pid = service.proc.pid
-            targets = {"service": base}
-            common = {"ids_file": str(ids_file), "server_pids": [pid], **timing}
-            # 2. the generator's ceiling, then the floor and /score, with the same generator.
-            stub = Server(
-                "stub",
-                [sys.executable, "-c", f"from bench.bench_serving import stub_server; "
-                 f"stub_server({(stub_port := free_port())})"],  # fmt: skip
-                logs / "stub.log",
-                env=server_env(home),
-            )
-            servers.append(stub)
-            stub.start()
-            try:
-                wait_for(stub, f"http://{HOST}:{stub_port}/ping", 30.0)
-                out["load"]["python stub"] = _child(
-                    "python generator -> asyncio stub (generator ceiling)",
-                    load,
-                    kind="ping",
-                    targets={"service": f"http://{HOST}:{stub_port}"},
-                    **{**common, "server_pids": [stub.proc.pid] if stub.proc else []},
-                )
-            except ServerFailed as exc:
-                out["load"]["python stub"] = {"error": str(exc)}
-            finally:
-                stub.stop()
-            for kind in ("ping", "score"):
-                out["load"][f"python {kind}"] = _child(
-                    f"python generator -> POST /{kind}", load, kind=kind, targets=targets, **common
-                )
-            wrk = shutil.which("wrk")
-            for kind in ("ping", "score"):
-                if wrk is None:
-                    out["load"][f"wrk {kind}"] = {"skipped": "wrk is not on PATH"}
-                    continue
-                print(f"wrk -t1 -c{CONCURRENCY} -> POST /{kind} ...", flush=True)
-                script = wrk_script(work / f"{kind}.lua", kind, ids)
-                try:
-                    result = run_wrk(
-                        wrk, f"{base}/{kind}", script, timing["warmup_seconds"],
-                        timing["seconds"], pid,
-                    )  # fmt: skip
-                    print(f"  {result['throughput_rps']:.0f} req/s", flush=True)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    result = {"error": str(exc)}
-                out["load"][f"wrk {kind}"] = result
-            # 3. /score_batch
-            out["batch"] = _child(
-                f"POST /score_batch of {BATCH_IDS:,} ids",
-                batch_latency,
-                base=base,
-                ids_file=str(ids_file),
-                calls=QUICK_BATCH_CALLS if args.quick else BATCH_CALLS,
-            )
-        service.stop()  # the chain must not share the CPUs with an idle-polling service
-
-        # 4. the chain a user would otherwise assemble.
-        bases, records = chain_servers(home, logs, servers)
-        out["chain_servers"] = records
-        if all("error" not in r for r in records.values()):
-            pids = [r["pid"] for r in records.values()]
-            for kind in ("chain", "feast", "mlflow"):
-                out["load"][f"python {kind}"] = _child(
-                    f"python generator -> {kind}",
-                    load,
-                    kind=kind,
-                    targets=bases,
-                    ids_file=str(ids_file),
-                    server_pids=pids,
-                    **timing,
-                )
-        else:
-            failed = "; ".join(f"{k}: {r['error']}" for k, r in records.items() if "error" in r)
-            out["load"]["python chain"] = {"error": failed}
+        wait_for(stub, f"http://{HOST}:{port}/ping", 30.0)
+        assert stub.proc is not None
+        return _child(
+            "python generator -> asyncio stub (generator ceiling)",
+            load,
+            kind="ping",
+            targets={"service": f"http://{HOST}:{port}"},
+            ids_file=str(inputs.ids_file),
+            server_pids=[stub.proc.pid],
+            **inputs.timing,
+        )
+    except ServerFailed as exc:
+        return {"error": str(exc)}
     finally:
-        for server in reversed(servers):
-            server.stop()
+        stub.stop()
 
-    # 5. batch scoring, with every server stopped.
+
+def service_load(inputs: Inputs, base: str, pid: int) -> dict[str, Any]:
+    """/ping and /score under the Python generator and, when installed, wrk."""
+    results: dict[str, Any] = {}
+    for kind in ("ping", "score"):
+        results[f"python {kind}"] = _child(
+            f"python generator -> POST /{kind}",
+            load,
+            kind=kind,
+            targets={"service": base},
+            ids_file=str(inputs.ids_file),
+            server_pids=[pid],
+            **inputs.timing,
+        )
+    wrk = shutil.which("wrk")
+    for kind in ("ping", "score"):
+        if wrk is None:
+            results[f"wrk {kind}"] = {"skipped": "wrk is not on PATH (apt-get install -y wrk)"}
+            continue
+        print(f"wrk -t1 -c{CONCURRENCY} -> POST /{kind} ...", flush=True)
+        script = wrk_script(inputs.work / f"{kind}.lua", kind, inputs.ids_lines)
+        warmup, seconds = inputs.timing["warmup_seconds"], inputs.timing["seconds"]
+        try:
+            result = run_wrk(wrk, f"{base}/{kind}", script, warmup, seconds, pid)
+            print(
+                f"  {result['throughput_rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms", flush=True
+            )
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"  FAILED: {exc}", flush=True)
+            result = {"error": str(exc)}
+        results[f"wrk {kind}"] = result
+    return results
+
+
+def service_parts(inputs: Inputs, servers: list[Server]) -> dict[str, Any]:
+    """Parts 1 to 3: cold starts; the last server then takes the load and the batches."""
+    out: dict[str, Any] = {"cold_starts": [], "load": {}}
+    for n in range(QUICK_COLD_STARTS if inputs.quick else COLD_STARTS):
+        if servers:
+            servers[-1].stop()
+        out["cold_starts"].append(cold_start(inputs.home, inputs.logs, f"run{n + 1}", servers))
+    last = out["cold_starts"][-1]
+    service = servers[-1]
+    if "error" in last or service.proc is None:
+        out["load"]["python score"] = {"error": last.get("error", "clv serve is not running")}
+        return out
+    out["load"]["python stub"] = generator_ceiling(inputs, servers)
+    out["load"].update(service_load(inputs, last["base"], service.proc.pid))
+    out["batch"] = _child(
+        f"POST /score_batch of {BATCH_IDS:,} ids",
+        batch_latency,
+        base=last["base"],
+        ids_file=str(inputs.ids_file),
+        calls=QUICK_BATCH_CALLS if inputs.quick else BATCH_CALLS,
+    )
+    # The chain must not share the CPUs with a service that keeps polling the registry.
+    service.stop()
+    return out
+
+
+def chain_parts(inputs: Inputs, servers: list[Server]) -> dict[str, Any]:
+    """Part 4: the Feast-then-MLflow chain, and each of its servers alone."""
+    try:
+        bases, records = chain_servers(inputs.home, inputs.logs, servers)
+    except subprocess.CalledProcessError as exc:
+        error = f"`clv features env` exited with {exc.returncode}: {exc.stderr.strip()[-400:]}"
+        bases, records = {}, {"feast": {"command": "clv features env", "error": error}}
+    out: dict[str, Any] = {"chain_servers": records, "load": {}}
+    failed = {name: r["error"] for name, r in records.items() if "error" in r}
+    if failed:
+        out["load"]["python chain"] = {"error": "; ".join(f"{k}: {v}" for k, v in failed.items())}
+        return out
+    pids = [r["pid"] for r in records.values()]
+    for kind in ("chain", "feast", "mlflow"):
+        out["load"][f"python {kind}"] = _child(
+            f"python generator -> {kind}",
+            load,
+            kind=kind,
+            targets=bases,
+            ids_file=str(inputs.ids_file),
+            server_pids=pids,
+            **inputs.timing,
+        )
+    for record in records.values():
+        # gunicorn (under `feast serve`) recycles its worker after --max-requests (1000).
+        text = Path(record["log"]).read_text(errors="replace")
+        record["worker_boots"] = text.count(WORKER_BOOT)
+    return out
+
+
+def batch_parts(inputs: Inputs) -> dict[str, Any]:
+    """Part 5, with every server stopped: `clv score --all`, then the scoring maths alone
+    and the engine's per-request cost."""
+    out: dict[str, Any] = {}
     print(f"clv score --all --out {SCORES_OUT} ...", flush=True)
     try:
-        run = run_command(_cli(home, "score", "--all", "--out", str(SCORES_OUT)))
+        run = run_command(_cli(inputs.home, "score", "--all", "--out", str(SCORES_OUT)))
         lines = run.stdout.strip().splitlines()
         out["score_all"] = {
             "seconds": run.seconds,
@@ -918,33 +1049,70 @@ def measure(home: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     except RuntimeError as exc:
         print(f"  FAILED: {exc}", flush=True)
         out["score_all"] = {"error": str(exc)}
-    repeats = QUICK_SCORING_REPEATS if args.quick else SCORING_REPEATS
     out["scoring"] = _child(
-        "score_matrix of every customer champion", scoring_throughput, home=str(home),
-        repeats=repeats,
-    )  # fmt: skip
+        "score_matrix of every customer champion",
+        scoring_throughput,
+        home=str(inputs.home),
+        repeats=QUICK_SCORING_REPEATS if inputs.quick else SCORING_REPEATS,
+    )
     out["engine"] = _child(
-        "engine.score_customers in process", engine_latency, home=str(home), ids_file=str(ids_file)
+        "engine.score_customers in process",
+        engine_latency,
+        home=str(inputs.home),
+        ids_file=str(inputs.ids_file),
+        batch_calls=QUICK_BATCH_CALLS if inputs.quick else BATCH_CALLS,
     )
     return out
 
 
+def measure(home: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every part against `home`; every server started here is stopped before returning."""
+    ids = active_ids(home)
+    inputs = Inputs(
+        home=home,
+        work=work,
+        ids_file=work / "active_ids.json",
+        ids_lines=work / "active_ids.txt",
+        logs=work / "logs",
+        timing=_load_args(args),
+        quick=args.quick,
+    )
+    inputs.ids_file.write_text(json.dumps(ids))
+    inputs.ids_lines.write_text("\n".join(ids) + "\n")
+    inputs.logs.mkdir()
+    servers: list[Server] = []
+    try:
+        out = service_parts(inputs, servers)
+        chain = chain_parts(inputs, servers)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+    out["load"].update(chain.pop("load"))
+    return {"active_customers": len(ids), **out, **chain, **batch_parts(inputs)}
+
+
 # ---- tables ---------------------------------------------------------------------------------
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if len(present) == len(values) else None
+
+
+COLD_KEYS = ("cli_imported_s", "worker_initialized_s", "livez_s", "readyz_s", "snapshot_s")
+
+
 def _cold_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
     target = f"<= {COLD_START_TARGET_SECONDS:g} s"
-    rows = []
+    rows: list[list[Any]] = []
     for n, r in enumerate(runs, 1):
         if "error" in r:
-            rows.append([f"run {n}: failed", None, None, None, target, False])
+            rows.append([f"run {n}: failed", *[None] * len(COLD_KEYS), target, False])
             continue
         met = r["readyz_s"] <= COLD_START_TARGET_SECONDS
-        rows.append([f"run {n}", r["livez_s"], r["readyz_s"], r["snapshot_s"], target, met])
-    ok = [r for r in runs if "error" not in r]
-    if len(ok) == len(runs) and runs:
-        median = {k: statistics.median(r[k] for r in ok) for k in ("livez_s", "readyz_s")}
-        snapshot = statistics.median(r["snapshot_s"] for r in ok)
-        met = median["readyz_s"] <= COLD_START_TARGET_SECONDS
-        rows.append(["median", median["livez_s"], median["readyz_s"], snapshot, target, met])
+        rows.append([f"run {n}", *(r[k] for k in COLD_KEYS), target, met])
+    if runs and all("error" not in r for r in runs):
+        medians = [_median([r[k] for r in runs]) for k in COLD_KEYS]
+        ready = statistics.median(r["readyz_s"] for r in runs)
+        rows.append(["median", *medians, target, ready <= COLD_START_TARGET_SECONDS])
     return rows
 
 
@@ -964,201 +1132,221 @@ def _share(value: float | None) -> str | None:
     return None if value is None else f"{value * 100:.0f}%"
 
 
-def _load_rows(load_results: dict[str, Any]) -> list[list[Any]]:
-    rows = []
+def _load_rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
     for key, (generator, endpoint) in LOAD_ROWS.items():
-        r = load_results.get(key)
+        r = results.get(key)
         if r is None:
             continue
-        if "error" in r or "skipped" in r:
+        if "throughput_rps" not in r:
             why = "skipped" if "skipped" in r else "failed"
-            rows.append([generator, f"{endpoint}: {why}", *[None] * 7])
+            rows.append([generator, f"{endpoint}: {why}", *[None] * 8])
             continue
-        rows.append(
-            [
-                generator,
-                endpoint,
-                r["requests"],
-                r["errors"],
-                r["throughput_rps"],
-                r["p50_ms"],
-                r["p99_ms"],
-                _share(r.get("generator_cpu_share")),
-                _share(r.get("server_cpu_share")),
-            ]
-        )
+        shares = [
+            _share(r.get(k))
+            for k in ("generator_cpu_share", "server_cpu_share", "machine_busy_share")
+        ]
+        if r.get("server_processes_exited"):
+            shares[1] = f"n/a ({r['server_processes_exited']} exited)"
+        numbers = [r[k] for k in ("requests", "errors", "throughput_rps", "p50_ms", "p99_ms")]
+        rows.append([generator, endpoint, *numbers, *shares])
     return rows
 
 
-def _ratio_row(
-    check: str, ours: dict[str, Any] | None, other: dict[str, Any] | None, metric: str,
-    target: str, passes: Any,
-) -> list[Any]:  # fmt: skip
-    if not ours or not other or "throughput_rps" not in ours or "throughput_rps" not in other:
-        return [check, None, None, None, target, False]
-    value = (ours[metric] or 0.0) / (other[metric] or float("nan"))
-    return [check, ours[metric], other[metric], value, target, bool(passes(value))]
+OPERATORS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
-def _target_rows(load_results: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    for generator in ("python", "wrk"):
-        ours, floor = load_results.get(f"{generator} score"), load_results.get(f"{generator} ping")
-        if ours is None or "skipped" in ours:
-            continue
-        rows.append(
-            _ratio_row(
-                f"{generator}: /score req/s over /ping req/s",
-                ours, floor, "throughput_rps",
-                f">= {THROUGHPUT_FLOOR_SHARE:.2f}", lambda v: v >= THROUGHPUT_FLOOR_SHARE,
-            )  # fmt: skip
+@dataclass(frozen=True)
+class Check:
+    """A target on the ratio of one metric of a /score run to the same metric of another."""
+
+    label: str
+    ours: str
+    other: str
+    metric: str
+    op: str
+    bound: float
+
+    def row(self, results: dict[str, Any]) -> list[Any] | None:
+        """[check, ours, other, ratio, target, met]; None when our run was skipped."""
+        ours, other = results.get(self.ours), results.get(self.other)
+        target = f"{self.op} {self.bound:g}"
+        if ours is not None and "skipped" in ours:
+            return None
+        a = (ours or {}).get(self.metric)
+        b = (other or {}).get(self.metric)
+        if a is None or not b:
+            return [self.label, a, b, None, target, False]
+        ratio = a / b
+        return [self.label, a, b, ratio, target, bool(OPERATORS[self.op](ratio, self.bound))]
+
+
+CHECKS = [
+    *(
+        check
+        for g in ("python", "wrk")
+        for check in (
+            Check(
+                f"{g}: /score req/s over /ping req/s",
+                f"{g} score",
+                f"{g} ping",
+                "throughput_rps",
+                ">=",
+                THROUGHPUT_FLOOR_SHARE,
+            ),
+            Check(
+                f"{g}: /score p99 over /ping p99",
+                f"{g} score",
+                f"{g} ping",
+                "p99_ms",
+                "<=",
+                P99_FLOOR_FACTOR,
+            ),
         )
-        rows.append(
-            _ratio_row(
-                f"{generator}: /score p99 over /ping p99",
-                ours, floor, "p99_ms",
-                f"<= {P99_FLOOR_FACTOR:g}", lambda v: v <= P99_FLOOR_FACTOR,
-            )  # fmt: skip
-        )
-    ours, chain = load_results.get("python score"), load_results.get("python chain")
-    rows.append(
-        _ratio_row(
-            "python: /score req/s over chain req/s",
-            ours, chain, "throughput_rps",
-            f">= {CHAIN_THROUGHPUT_FACTOR:g}", lambda v: v >= CHAIN_THROUGHPUT_FACTOR,
-        )  # fmt: skip
-    )
-    rows.append(
-        _ratio_row(
-            "python: /score p99 over chain p99",
-            ours, chain, "p99_ms", "< 1", lambda v: v < 1.0,
-        )  # fmt: skip
-    )
-    return rows
+    ),
+    Check(
+        "python: /score req/s over chain req/s",
+        "python score",
+        "python chain",
+        "throughput_rps",
+        ">=",
+        CHAIN_THROUGHPUT_FACTOR,
+    ),
+    Check("python: /score p99 over chain p99", "python score", "python chain", "p99_ms", "<", 1.0),
+]
 
 
 def _chain_rows(records: dict[str, Any]) -> list[list[Any]]:
     rows = []
-    for name in ("feast", "mlflow"):
-        r = records.get(name)
-        if r is None:
-            continue
+    for r in records.values():
         if "error" in r:
             tail = " | ".join(r["error"].splitlines()[-3:])
-            rows.append([r["command"], "failed", None, tail])
+            rows.append([r["command"], "failed", None, None, tail])
         else:
-            rows.append([r["command"], "ok", r["ready_s"], ""])
-    return rows
+            rows.append([r["command"], "ok", r["ready_s"], r.get("worker_boots"), ""])
+    return rows or [["not started", "", None, None, ""]]
 
 
 def _batch_rows(batch: dict[str, Any] | None) -> list[list[Any]]:
     target = f"p99 <= {BATCH_P99_TARGET_MS:g} ms"
-    if not batch or "p99_ms" not in batch or batch["p99_ms"] is None:
-        return [["failed or skipped", None, None, None, None, None, target, False]]
-    return [
-        [
-            f"POST /score_batch, {batch['ids_per_call']:,} ids",
-            batch["calls"],
-            batch["errors"],
-            batch["p50_ms"],
-            batch["p99_ms"],
-            batch["max_ms"],
-            target,
-            batch["p99_ms"] <= BATCH_P99_TARGET_MS and batch["errors"] == 0,
-        ]
-    ]
+    if not batch or batch.get("p99_ms") is None:
+        return [["POST /score_batch: failed", None, None, None, None, None, target, False]]
+    met = batch["p99_ms"] <= BATCH_P99_TARGET_MS and batch["errors"] == 0
+    numbers = [batch[k] for k in ("calls", "errors", "p50_ms", "p99_ms", "max_ms")]
+    return [[f"POST /score_batch, {batch['ids_per_call']:,} ids", *numbers, target, met]]
 
 
 def _scoring_rows(score_all: dict[str, Any], scoring: dict[str, Any]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    if "error" in score_all:
-        rows.append(["clv score --all: failed", None, None, None, "(reference)", None])
+    reference = "(reference)"
+    rows: list[list[Any]]
+    if "seconds" in score_all:
+        rows = [["clv score --all (whole process)", None, score_all["seconds"], None]]
     else:
-        rows.append(["clv score --all (whole process)", None, score_all["seconds"], None,
-                     "(reference)", None])  # fmt: skip
+        rows = [["clv score --all: failed", None, None, None]]
+    rows[0] += [reference, None]
     if "variants" not in scoring:
-        rows.append(["score_matrix: failed", None, None, None, "", False])
-        return rows
+        return [*rows, ["score_matrix: failed", None, None, None, "", False]]
+    n = scoring["rows"]
+    rows.append(["champions: download + load", None, scoring["champion_load_seconds"], None])
+    rows.append(["historical_frame (the matrix)", n, scoring["historical_frame_seconds"], None])
+    rows[-2:] = [[*r, reference, None] for r in rows[-2:]]
     target = f">= {SCORING_TARGET_PER_SECOND:,.0f}/s"
-    rows.append(["champion download + load (4 models)", None,
-                 scoring["champion_load_seconds"], None, "(reference)", None])  # fmt: skip
-    rows.append(["historical_frame (feature matrix)", scoring["rows"],
-                 scoring["historical_frame_seconds"], None, "(reference)", None])  # fmt: skip
     for name, v in scoring["variants"].items():
-        rows.append([f"score_matrix, 4 models, {name}", scoring["rows"], v["seconds"],
-                     v["customers_per_second"], target,
-                     v["customers_per_second"] >= SCORING_TARGET_PER_SECOND])  # fmt: skip
+        rate = v["customers_per_second"]
+        label = f"{len(v['per_model_seconds'])} models, {name}"
+        if name in SCORING_VARIANTS:
+            met = rate >= SCORING_TARGET_PER_SECOND
+            rows.append([f"score_matrix, {label}", n, v["seconds"], rate, target, met])
+        else:
+            rows.append([label, n, v["seconds"], rate, reference, None])
         for model, seconds in v["per_model_seconds"].items():
-            rows.append([f"  {model}", scoring["rows"], seconds, scoring["rows"] / seconds,
-                         "(reference)", None])  # fmt: skip
+            info = scoring["models"][model]
+            what = f"  {model} ({info['trees']} trees, {info['features']} features)"
+            rows.append([what, n, seconds, n / seconds, reference, None])
     return rows
 
 
 def _engine_rows(engine: dict[str, Any]) -> list[list[Any]]:
-    if "calls" not in engine:
-        return [["failed", None, None, None]]
+    if "single" not in engine:
+        return [["failed", None, None, None, None]]
+    rows = []
+    for kind in ("single", "batch"):
+        part = engine[kind]
+        for step, label in ENGINE_STEPS.items():
+            rows.append([label, part["ids"], part["calls"], part[step]["p50_ms"]])
+            rows[-1].append(part[step]["p99_ms"])
+    return rows
+
+
+def make_tables(home: dict[str, Any], out: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """The printed tables, from the results of `measure`."""
+    seconds = QUICK_LOAD_SECONDS if quick else LOAD_SECONDS
+    warmup = QUICK_WARMUP_SECONDS if quick else WARMUP_SECONDS
+    load_results = out.get("load", {})
+    home_rows = [[s["command"], s["seconds"]] for s in home.get("built", [])]
+    home_rows = home_rows or [[f"given by {home['variable']}, used read-only", None]]
+    busy = home.get("background_busy_share")
+    home_rows.append([f"machine busy before the run (other work): {_share(busy)}", None])
+    checks = [row for check in CHECKS if (row := check.row(load_results)) is not None]
     return [
-        [step, engine["calls"], engine[key]["p50_ms"], engine[key]["p99_ms"]]
-        for step, key in (
-            ("engine.score_customers([id])", "score_customers"),
-            ("CustomerScores(**result)", "pydantic_model"),
-            ("  .model_dump_json()", "model_dump_json"),
-        )
-    ]
-
-
-def tables(home_info: dict[str, Any], out: dict[str, Any], args: argparse.Namespace) -> list:
-    timing = _load_args(args)
-    home_rows = [[s["command"], s["seconds"]] for s in home_info.get("built", [])]
-    home_rows = home_rows or [[f"given by {home_info['variable']} (read-only)", None]]
-    result = [
-        table(f"Home: {home_info['home']} ({out.get('active_customers', 0):,} active customers)",
-              ["step", "seconds"], home_rows),  # fmt: skip
         table(
-            "Part 1: cold start of `.venv/bin/clv serve --port P`, seconds from launch "
-            "(snapshot = /models reports the precomputed scores)",
-            ["run", "to /livez s", "measured to /readyz s", "to snapshot s", "target", "met"],
+            f"Home: {home['home']} ({out.get('active_customers', 0):,} active customers)",
+            ["step", "seconds"],
+            home_rows,
+        ),
+        table(
+            "Part 1: cold start of `.venv/bin/clv serve --port P`, seconds from launch (CLI "
+            "imported, worker initialized: BentoML log stamps, 1 s resolution; snapshot: "
+            "/models reports the precomputed scores)",
+            ["run", "CLI imported", "worker initialized", "/livez", "measured /readyz"]
+            + ["snapshot", "target", "met"],
             _cold_rows(out.get("cold_starts", [])),
         ),
         table(
-            f"Part 2: closed loop at concurrency {CONCURRENCY}, {timing['seconds']:g} s after a "
-            f"{timing['warmup_seconds']:g} s warm-up, generator in its own process; CPU shares "
-            f"are of one core over the window (2 cores in all)",
-            ["generator", "endpoint", "requests", "errors", "req/s", "p50 ms", "p99 ms",
-             "gen CPU", "server CPU"],  # fmt: skip
-            _load_rows(out.get("load", {})),
+            f"Part 2 and 4: closed loop at concurrency {CONCURRENCY}, {seconds:g} s after a "
+            f"{warmup:g} s warm-up, generator in its own process; gen/server CPU: share of one "
+            "core over the window; machine busy: share of all cores",
+            ["generator", "endpoint", "requests", "errors", "req/s", "p50 ms", "p99 ms"]
+            + ["gen CPU", "server CPU", "machine busy"],
+            _load_rows(load_results),
         ),
         table(
-            "Part 2 and 4 targets: /score against the floor (/ping, same service) and against "
-            f"the Feast + MLflow chain ({CHAIN_MODEL} only, no reasons)",
+            "Part 2 and 4 targets: /score against the floor (/ping of the same service) and "
+            f"against the Feast + MLflow chain ({CHAIN_MODEL} only, no reasons)",
             ["check", "/score", "other", "measured ratio", "target", "met"],
-            _target_rows(out.get("load", {})),
+            checks,
         ),
         table(
-            "Part 4: chain servers (started side by side)",
-            ["command", "status", "ready s", "error tail"],
-            _chain_rows(out.get("chain_servers", {})) or [["not started", "", None, ""]],
+            "Part 4: chain servers, started side by side",
+            ["command", "status", "ready s", "gunicorn worker boots", "error tail"],
+            _chain_rows(out.get("chain_servers", {})),
         ),
         table(
             f"Part 3: /score_batch, sequential calls of different active ids "
-            f"({BATCH_WARMUP_CALLS} warm-up calls)",
+            f"(after {BATCH_WARMUP_CALLS} warm-up calls)",
             ["call", "calls", "errors", "p50 ms", "measured p99 ms", "max ms", "target", "met"],
             _batch_rows(out.get("batch")),
         ),
         table(
-            "Part 5: batch scoring of every active customer (score_matrix: median of "
-            "repeats after a warm-up, all servers stopped)",
+            "Part 5: scoring every active customer; score_matrix seconds are medians of "
+            "repeats after a warm-up, with every server stopped",
             ["step", "rows", "seconds", "measured customers/s", "target", "met"],
             _scoring_rows(out.get("score_all", {}), out.get("scoring", {})),
         ),
         table(
-            f"Where /score time goes in process (no HTTP), snapshot built, "
-            f"{ENGINE_CALLS:,} calls after 100 warm-up",
-            ["step", "calls", "p50 ms", "p99 ms"],
+            "Where /score and /score_batch time goes in process (no HTTP, snapshot built; "
+            "100 and 2 warm-up calls)",
+            ["step", "ids/call", "calls", "p50 ms", "p99 ms"],
             _engine_rows(out.get("engine", {})),
         ),
     ]
-    return result
+
+
+def background_busy(seconds: float = 3.0) -> float:
+    """Share of all cores busy while the benchmark runs nothing (other users' work)."""
+    before = _machine_busy()
+    time.sleep(seconds)
+    return _busy_share(before, _machine_busy())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -1178,9 +1366,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             built_home = home = Path(tempfile.mkdtemp(prefix="bench-serving-home-", dir="/tmp"))
             home_info = {"home": str(home), "variable": None, "built": build_home(home)}
+        home_info["background_busy_share"] = background_busy()
         out = measure(home, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if built_home is not None:
             shutil.rmtree(built_home, ignore_errors=True)
-    return {"seed": SEED, "home": home_info, **out, "tables": tables(home_info, out, args)}
+    return {
+        "seed": SEED,
+        "home": home_info,
+        **out,
+        "tables": make_tables(home_info, out, args.quick),
+    }

@@ -16,12 +16,10 @@ import pandas as pd
 
 from clv.compose import store_config
 from clv.settings import Settings
-from clv.workflows import promote_all, train_models, world_now
+from clv.workflows import promote_all, train_each, world_now
 from features.pipeline import build_features, read_raw
 from features.store import apply, materialize, open_store
 from features.validation import RawDataError, check_volume, validate_raw
-from training.dataset import DatasetError
-from training.specs import SPECS
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +67,7 @@ def run_retrain(settings: Settings, echo: Callable[[str], None]) -> dict[str, An
         materialize(store, settings.features_dir, report.as_of)
         summary["features_as_of"] = str(report.as_of.date())
         summary["drift"] = drift_report(settings, store, report.as_of)
-        results, skipped = [], {}
-        for name in SPECS:
-            try:
-                results += train_models(settings, name, reuse=True)
-            except DatasetError as exc:  # e.g. a class missing from a small test window
-                skipped[name] = str(exc)
-                echo(f"{name}: not trained: {exc}")
+        results, skipped = train_each(settings, None, echo)
         summary["skipped"] = skipped
         promoted = promote_all(settings, results)
         outcomes = {name: (outcome, reason) for name, outcome, reason in promoted}
@@ -91,6 +83,7 @@ def run_retrain(settings: Settings, echo: Callable[[str], None]) -> dict[str, An
         }
         summary["status"] = "done"
         _write(folder, stamp, summary)
+        _log_to_mlflow(settings, stamp, summary)
         state_file.write_text(
             json.dumps(
                 {"as_of": str(report.as_of.date()), "rows": {k: len(v) for k, v in raw.items()}}
@@ -103,6 +96,7 @@ def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[st
     """PSI of each champion's features between its test rows and the newest cutoff."""
     from registry.store import RegistryStore
     from training.drift import drift_table
+    from training.specs import SPECS
 
     registry = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
     path = settings.features_dir / "customer_features" / f"{as_of:%Y-%m-%d}.parquet"
@@ -126,6 +120,21 @@ def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[st
             "top": table.to_dict("records"),
         }
     return out
+
+
+def _log_to_mlflow(settings: Settings, stamp: str, summary: dict[str, Any]) -> None:
+    """One run per retrain in the `retrain` experiment: drift metrics and the summary."""
+    from training import tracking
+
+    experiment = tracking.configure(settings.tracking_uri, settings.artifacts_dir, "retrain")
+    with tracking.parent_run(experiment, f"retrain-{stamp}", {"status": summary["status"]}):
+        metrics = {
+            f"max_psi_{name}": d["max_psi"]
+            for name, d in summary["drift"].items()
+            if "max_psi" in d
+        }
+        tracking.log_metrics(metrics)
+        tracking.log_json(summary, "summary.json")
 
 
 def _write(folder: Path, stamp: str, summary: dict[str, Any]) -> None:

@@ -100,6 +100,23 @@ def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
     )
 
 
+def train_each(
+    settings: Settings, trials: int | None, echo: Callable[[str], None]
+) -> tuple[list[TrainResult], dict[str, str]]:
+    """Train every built-in model, reusing versions trained on the same data and code; a
+    model whose data cannot make a training set (e.g. one class only) is skipped, named."""
+    from training.dataset import DatasetError
+
+    results, skipped = [], {}
+    for name in SPECS:
+        try:
+            results += train_models(settings, name, trials=trials, reuse=True)
+        except DatasetError as exc:
+            skipped[name] = str(exc)
+            echo(f"    {name}: not trained: {exc}")
+    return results, skipped
+
+
 def promote_all(settings: Settings, results: list[TrainResult]) -> list[tuple[str, str, str]]:
     """Run the gate on each freshly trained version: (model, outcome, first reason)."""
     from registry.operations import promote
@@ -160,7 +177,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
     materialize(store, settings.features_dir, report.as_of)
 
     step(f"3/6 training all models ({settings.demo_trials} Optuna trials each; MLflow)")
-    results = train_models(settings, "all", trials=settings.demo_trials, reuse=True)
+    results, _ = train_each(settings, settings.demo_trials, step)
 
     step("4/6 promotion gate")
     outcomes = promote_all(settings, results)

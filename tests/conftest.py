@@ -87,7 +87,7 @@ def served_home(feast_home):
     train(SPECS["clv"], job, raw, store, cutoffs, report.as_of)
     second = JobConfig(**{**job.__dict__, "seed": 4})
     train(SPECS["churn"], second, raw, store, cutoffs, report.as_of)
-    client = MlflowClient(job.tracking_uri)
+    client = MlflowClient(job.tracking_uri, registry_uri=job.tracking_uri)
     client.set_registered_model_alias("churn", "champion", "1")
     client.set_registered_model_alias("clv", "champion", "1")
     return home, job.tracking_uri, report

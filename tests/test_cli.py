@@ -75,12 +75,17 @@ def test_bad_setting_is_named(tmp_path: Path):
 def test_demo_runs_twice_without_duplicating(tmp_path: Path):
     env = {
         "CLV_HOME": str(tmp_path / "var"),
-        "CLV_SCALE": "0.02",
+        "CLV_SCALE": "0.05",
+        "CLV_DEMO_TRIALS": "2",
         "PATH": "/usr/bin:/bin",
+        "FEAST_USAGE": "False",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "True",
     }
     first = subprocess.run([*CLV, "demo"], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr
     size = (tmp_path / "var" / "raw" / "orders.parquet").stat().st_size
+    assert "POST /score" in first.stdout and "6/6 summary" in first.stdout
     second = subprocess.run([*CLV, "demo"], capture_output=True, text=True, env=env)
     assert second.returncode == 0, second.stderr
     assert "reusing it" in second.stdout

@@ -195,7 +195,7 @@ def trained(tmp_path_factory, feast_home) -> Path:
     args = (raw, store, cutoffs, report.as_of)
     assert train(CHURN, config, *args).version == "1"
     # v2: v1's logged model registered again (what a retrain on unchanged data gives)
-    client = MlflowClient(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
     first = client.get_model_version("churn", "1")
     again = client.create_model_version(
         "churn", str(first.source), run_id=first.run_id, tags=first.tags, model_id=first.model_id

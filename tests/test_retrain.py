@@ -41,6 +41,11 @@ def test_month_advance_retrains_on_the_new_window(settings: Settings):
     assert churn["version"] != first["models"]["churn"]["version"]
     assert churn["decision"].split()[0] in ("promoted", "refused")
     assert any("max_psi" in d for d in second["drift"].values())  # PSI of every champion
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("retrain").experiment_id])
+    assert len(runs) == 2  # drift and the summary are logged to MLflow per run
     written = sorted((settings.home / "retrain").glob("*/summary.json"))
     assert json.loads(written[-1].read_text())["status"] == "done"
 

@@ -95,7 +95,7 @@ def test_hot_swap_and_a_broken_version(served_home):
     home, uri, _ = served_home
     engine = _engine(home, uri)
     active, _ = _ids(home)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     client.set_registered_model_alias("churn", "champion", "2")
     try:
         assert engine.refresh()
@@ -210,7 +210,7 @@ def test_real_server_serves_and_hot_swaps(served_home):
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -65,8 +65,8 @@ def test_split_keeps_label_windows_apart():
     cutoffs = list(pd.date_range("2024-01-01", "2026-12-01", freq="MS"))
     split = split_cutoffs(SPECS["churn"], cutoffs, ts("2026-12-01"))
     assert split.test == [ts("2026-09-01")]
-    assert split.valid == [ts("2026-06-01")]
-    assert split.train[-1] == ts("2026-03-01") and split.train[0] == ts("2024-01-01")
+    assert split.valid == [ts("2026-05-01"), ts("2026-06-01")]  # valid_cutoffs = 2
+    assert split.train[-1] == ts("2026-02-01") and split.train[0] == ts("2024-01-01")
     react = split_cutoffs(SPECS["reactivation"], cutoffs, ts("2026-12-01"))
     assert len(react.test) == 4 and react.valid[-1] < react.test[0]
     with pytest.raises(DatasetError, match="history too short"):
@@ -117,7 +117,7 @@ def test_job_registers_a_calibrated_probability_model(job):
         assert np.isfinite(result.metrics[name]) and np.isfinite(result.metrics[f"oracle_{name}"])
     assert result.metrics["roc_auc"] > 0.6
 
-    client = MlflowClient(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
     version = client.get_model_version("churn", "1")
     for tag in ("feature_service", "training_window", "data_fingerprint", "git_revision"):
         assert version.tags[tag], tag
@@ -171,7 +171,7 @@ def test_single_class_label_registers_nothing(job, tmp_path: Path):
     broken = {**raw, "referrals": never}
     with pytest.raises(DatasetError, match="single class"):
         train(SPECS["referral"], config, broken, store, cutoffs, as_of)
-    client = MlflowClient(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
     assert client.search_registered_models() == []
 
 
@@ -180,7 +180,7 @@ def test_unreachable_study_storage_is_named(job):
     bad = JobConfig(**{**config.__dict__, "study_storage": "postgresql://nobody@127.0.0.1:1/x"})
     with pytest.raises(StorageError, match="127.0.0.1:1"):
         train(SPECS["churn"], bad, raw, store, cutoffs, as_of)
-    assert MlflowClient(config.tracking_uri).search_registered_models() == []
+    assert MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri).search_registered_models() == []
 
 
 def test_a_users_own_model_is_only_a_spec(job, tmp_path: Path):
@@ -206,4 +206,4 @@ gate = {{ primary_floor = 0.5 }}
     spec = load_specs(spec_file)["lapse_60d"]
     result = train(spec, config, raw, store, cutoffs, as_of)
     assert result.name == "lapse_60d" and "oracle_roc_auc" not in result.metrics
-    assert MlflowClient(config.tracking_uri).get_registered_model("lapse_60d")
+    assert MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri).get_registered_model("lapse_60d")

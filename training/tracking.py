@@ -27,8 +27,10 @@ PACKAGE_DIR = Path(__file__).parent
 
 
 def configure(tracking_uri: str, artifacts_dir: Path, experiment: str) -> str:
-    """Point MLflow at the store and make sure the model's experiment exists."""
+    """Point MLflow (tracking and registry) at the store and make sure the model's
+    experiment exists."""
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None:
