@@ -180,7 +180,12 @@ def test_unreachable_study_storage_is_named(job):
     bad = JobConfig(**{**config.__dict__, "study_storage": "postgresql://nobody@127.0.0.1:1/x"})
     with pytest.raises(StorageError, match="127.0.0.1:1"):
         train(SPECS["churn"], bad, raw, store, cutoffs, as_of)
-    assert MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri).search_registered_models() == []
+    assert (
+        MlflowClient(
+            config.tracking_uri, registry_uri=config.tracking_uri
+        ).search_registered_models()
+        == []
+    )
 
 
 def test_a_users_own_model_is_only_a_spec(job, tmp_path: Path):
@@ -206,4 +211,6 @@ gate = {{ primary_floor = 0.5 }}
     spec = load_specs(spec_file)["lapse_60d"]
     result = train(spec, config, raw, store, cutoffs, as_of)
     assert result.name == "lapse_60d" and "oracle_roc_auc" not in result.metrics
-    assert MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri).get_registered_model("lapse_60d")
+    assert MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri).get_registered_model(
+        "lapse_60d"
+    )
