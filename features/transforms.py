@@ -273,7 +273,6 @@ class FeatureBuilder:
 
         tenure = _days(cutoff - state["spell_start"])
         out["tenure_days"] = tenure
-        out["customer_age_days"] = _days(cutoff - state["first_signup"])
         out["returned_customer"] = (state["first_signup"] < state["spell_start"]).to_numpy(np.int64)
         annual = (static["contract"] == "annual").to_numpy()
         out["annual_contract"] = annual.astype(np.int64)
@@ -304,7 +303,6 @@ class FeatureBuilder:
         )
         held = held.fillna(0).to_numpy(np.int64)
         n_add_ons = int((self.product_kind == "add_on").sum())
-        out["add_ons_held"] = held
         out["add_ons_available"] = n_add_ons - held
         add_on_value = (
             add_on_buys.drop_duplicates(["customer_id", "product_id"])
@@ -371,7 +369,6 @@ class FeatureBuilder:
             "sessions_per_week_4w": sessions4,
             "sessions_per_week_12w": sessions12,
             "active_users_4w": users4,
-            "active_users_12w": users12,
             "seat_utilization_4w": users4 / np.maximum(seats, 1.0),
             "usage_trend_4v12": trend,
             "active_users_trend_4v12": users_trend,
@@ -418,11 +415,7 @@ class FeatureBuilder:
             "tickets_90d": _count(quarter, "customer_id", ids),
             "tickets_365d": _count(year, "customer_id", ids),
             "severe_tickets_90d": _count(severe, "customer_id", ids),
-            "critical_tickets_365d": _count(
-                year[year["severity"] == "critical"], "customer_id", ids
-            ),
             "mean_resolution_hours_90d": hours.to_numpy(float),
-            "days_since_last_ticket": _days_since(year, "customer_id", "opened_at", cutoff, ids),
         }
 
     def _nps(self, cutoff: pd.Timestamp, ids: pd.Index) -> dict:
@@ -517,7 +510,6 @@ class FeatureBuilder:
             "lead_company_size_rank": aged["company_size"].map(SIZE_RANK).to_numpy(np.int64),
             "lead_employees": aged["employees"].to_numpy(np.int64),
             "lead_reactivation_touches": _count(reactivation, "entity_id", ids),
-            "lead_touches_total": _count(touches, "entity_id", ids),
         }
         out["lead_source_code"] = _code(aged["source"], SOURCES)
         out["lead_industry_code"] = _code(aged["industry"], INDUSTRIES)

@@ -247,7 +247,7 @@ def _compare_clv(
     )
     chosen = pred if winner == "xgboost" else probabilistic
     if winner == "bgnbd":
-        out.update({k: v for k, v in scores["bgnbd"].items()})
+        out.update(scores["bgnbd"])
         if truth is not None:
             out["oracle_mae"] = metrics.get("oracle_mae", float("nan"))
     out["baseline_mae"] = scores["naive"]["mae"]
@@ -258,5 +258,5 @@ def _compare_clv(
         f" naive {scores['naive']['mae']:.1f} -> {winner}"
     )
     log.info(note)
-    extra = {"note": note, **({k: v for k, v in meta.items()} if winner == "bgnbd" else {})}
+    extra = {"note": note, **(meta if winner == "bgnbd" else {})}
     return winner, chosen, out, extra
