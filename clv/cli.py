@@ -193,12 +193,28 @@ def train_command(
     specs: Annotated[
         Path | None, typer.Option(help="TOML file with extra model specs, one table per model.")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Optuna worker processes on one study (CLV_TRAIN_WORKERS).", min=1),
+    ] = None,
+    join: Annotated[
+        bool,
+        typer.Option(
+            help="Only add trials to the shared study (another machine trains and registers)."
+        ),
+    ] = False,
 ) -> None:
     """Tune, train, evaluate and register one model (or all) from the feature store."""
     from clv.workflows import train_models
 
     settings = settings_of(ctx)
-    results = train_models(settings, model, trials=trials, spec_file=specs)
+    results = train_models(
+        settings, model, trials=trials, spec_file=specs, workers=workers, join=join
+    )
+    if join:
+        for r in results:
+            typer.echo(f"{r.name}: {r.notes[0]}; best validation {r.metrics}")
+        return
     typer.echo(_training_table(results))
 
 
@@ -272,6 +288,25 @@ def retrain(ctx: typer.Context) -> None:
         raise typer.Exit(4) from exc
     for name, model in summary["models"].items():
         typer.echo(f"{name:13s} v{model['version']:>3s} {model['decision']}  {model['why']}")
+
+
+@app.command("tracking-server")
+def tracking_server(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="Port (default CLV_MLFLOW_PORT, 5000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (CLV_MLFLOW_HOST).")] = None,
+) -> None:
+    """Start an MLflow tracking server (blocks): backend store CLV_MLFLOW_BACKEND_STORE (e.g.
+    PostgreSQL), artifacts served from $CLV_HOME/served-artifacts. Point clients at it with
+    CLV_MLFLOW_TRACKING_URI=http://HOST:PORT."""
+    import os
+
+    from clv.servers import tracking_server_command
+
+    settings = settings_of(ctx)
+    command, url = tracking_server_command(settings, host=host, port=port)
+    typer.echo(f"MLflow tracking server on {url}; backend {settings.server_backend_store}")
+    os.execvp(command[0], command)
 
 
 @app.command()

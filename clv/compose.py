@@ -49,7 +49,9 @@ def git_revision() -> str:
     return revision + ("-dirty" if dirty else "")
 
 
-def job_config(settings: Settings, trials: int | None = None) -> JobConfig:
+def job_config(
+    settings: Settings, trials: int | None = None, workers: int | None = None, join: bool = False
+) -> JobConfig:
     """Training-job configuration for the current settings."""
     truth = settings.truth_dir if settings.truth_dir.exists() else None
     return JobConfig(
@@ -60,6 +62,10 @@ def job_config(settings: Settings, trials: int | None = None) -> JobConfig:
         trials=settings.trials if trials is None else trials,
         seed=settings.seed,
         git_revision=git_revision(),
+        workers=settings.train_workers if workers is None else workers,
+        join=join,
+        dask_scheduler=settings.dask_scheduler,
+        dask_workers=settings.dask_workers,
     )
 
 

@@ -37,7 +37,22 @@ class Settings(BaseSettings):
     feast_registry_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     feast_project: str = Field(default="techflow", pattern=r"^[a-z][a-z0-9_]*$")
 
+    mlflow_backend_store: str | None = Field(
+        default=None,
+        description="Backend store of `clv tracking-server` (e.g. a postgresql+psycopg:// URL);"
+        " default sqlite:///$CLV_HOME/mlflow-server.db.",
+    )
+    mlflow_host: str = Field(default="127.0.0.1", description="Interface of the tracking server.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="Its port.")
+
     trials: int = Field(default=30, ge=1, description="Optuna trials per model.")
+    train_workers: int = Field(default=1, ge=1, le=64, description="Optuna worker processes.")
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Refit models through xgboost.dask: 'local' (a local cluster) or a"
+        " scheduler address such as tcp://10.0.0.5:8786.",
+    )
+    dask_workers: int = Field(default=2, ge=1, le=256, description="Workers of a local cluster.")
     demo_trials: int = Field(default=12, ge=1, description="Optuna trials per model in the demo.")
     api_key: SecretStr | None = Field(default=None, description="Bearer key for scoring.")
     port: int = Field(default=3000, ge=1, le=65535)
@@ -79,6 +94,16 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         """MLflow artifact root of the embedded default."""
         return self.home / "mlartifacts"
+
+    @property
+    def server_backend_store(self) -> str:
+        """Backend store of the tracking server `clv tracking-server` starts."""
+        return self.mlflow_backend_store or f"sqlite:///{self.home / 'mlflow-server.db'}"
+
+    @property
+    def served_artifacts_dir(self) -> Path:
+        """Where the tracking server keeps the artifacts it serves to clients."""
+        return self.home / "served-artifacts"
 
     @property
     def study_storage(self) -> str:

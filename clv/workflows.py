@@ -36,6 +36,8 @@ def train_models(
     trials: int | None = None,
     spec_file: Path | None = None,
     reuse: bool = False,
+    workers: int | None = None,
+    join: bool = False,
 ) -> list[TrainResult]:
     """Train `model` (or every model for 'all') on the current feature store."""
     specs = load_specs(spec_file) if spec_file else dict(SPECS)
@@ -48,7 +50,7 @@ def train_models(
             f"no feature tables in {settings.features_dir}; run `clv features build` first"
         )
     store = open_store(store_config(settings))
-    config = job_config(settings, trials)
+    config = job_config(settings, trials, workers=workers, join=join)
     if reuse:
         config = replace(config, reuse=True)
     results = []

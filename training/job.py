@@ -4,10 +4,12 @@ registered model version. It never promotes anything (that is the registry's gat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,10 @@ class JobConfig:
     seed: int
     git_revision: str = "unknown"
     reuse: bool = False  # return an existing version trained on the same data and code
+    workers: int = 1  # Optuna worker processes on the one study
+    join: bool = False  # only add trials to the shared study; no refit, nothing registered
+    dask_scheduler: str | None = None  # refit through xgboost.dask: 'local' or an address
+    dask_workers: int = 2  # worker processes of a local Dask cluster
 
 
 @dataclass
@@ -96,6 +102,15 @@ def train(
         "%s: %d train / %d valid / %d test rows (%s)",
         spec.name, len(y_tr), len(y_va), len(y_te), data.split.describe(),
     )  # fmt: skip
+    if config.join:  # a worker on another machine: add trials to the shared study, no more
+        joined = tune(
+            spec, X_tr, y_tr, X_va, y_va, trials=config.trials, storage=config.study_storage,
+            study_name=name, seed=config.seed, workers=config.workers,
+        )  # fmt: skip
+        metrics = {f"valid_{spec.primary_metric}": joined.value}
+        seconds = time.perf_counter() - started
+        note = f"joined study {name}: {joined.trials} trials"
+        return TrainResult(spec.name, "", joined.trials, metrics, seconds, "", notes=[note])
     experiment = tracking.configure(config.tracking_uri, config.artifacts_dir, spec.name)
     window = f"{data.split.train[0].date()}..{data.split.train[-1].date()}"
     test_window = f"{data.split.test[0].date()}..{data.split.test[-1].date()}"
@@ -141,8 +156,10 @@ def train(
             storage=config.study_storage,
             study_name=name,
             seed=config.seed,
-            on_trial=lambda n, p, v, r: tracking.log_trial(n, p, v, r, spec.primary_metric),
+            workers=config.workers,
         )
+        for number, params, value, rounds in result.history:
+            tracking.log_trial(number, params, value, rounds, spec.primary_metric)
         tracking.log_params({f"best_{k}": v for k, v in result.params.items()})
         tracking.log_params({"best_num_rounds": result.num_rounds, "trials": result.trials})
         model = BoostedModel(
@@ -151,7 +168,10 @@ def train(
             num_rounds=result.num_rounds,
             calibration=spec.calibration,
             seed=config.seed,
-        ).fit(X_tr, y_tr, X_va, y_va)
+        )
+        with _trainer(config) as trainer:
+            model.fit(X_tr, y_tr, X_va, y_va, trainer=trainer)
+        tracking.log_params({"trainer": "xgboost.dask" if trainer else "xgboost"})
         pred = model.predict(X_te)
         truth = truth_for(spec, keys_te, config.truth_dir)
         metrics = evaluate(spec, keys_te, y_te, pred, truth)
@@ -211,6 +231,18 @@ def train(
     return TrainResult(
         spec.name, version, result.trials, metrics, seconds, run.info.run_id, kind, notes
     )
+
+
+@contextlib.contextmanager
+def _trainer(config: JobConfig) -> Iterator[Any]:
+    """A Dask trainer when the job is configured for a Dask cluster, else None."""
+    if not config.dask_scheduler:
+        yield None
+        return
+    from training.distributed import DaskTrainer, dask_client
+
+    with dask_client(config.dask_scheduler, workers=config.dask_workers) as client:
+        yield DaskTrainer(client)
 
 
 def _compare_clv(

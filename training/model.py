@@ -103,11 +103,19 @@ class BoostedModel(BaseEstimator):
         y: np.ndarray,
         X_valid: pd.DataFrame | None = None,
         y_valid: np.ndarray | None = None,
+        trainer: Any = None,
     ) -> BoostedModel:
-        """Train the booster on (X, y); fit the calibrator on the validation rows."""
+        """Train the booster on (X, y), in this process or through `trainer` (e.g. a
+        `training.distributed.DaskTrainer`); fit the calibrator on the validation rows."""
         self.feature_names_ = list(X.columns)
-        train = xgb.DMatrix(X.to_numpy(np.float64), label=y, feature_names=self.feature_names_)
-        self.booster_ = xgb.train(self._xgb_params(), train, num_boost_round=self.num_rounds)
+        values = X.to_numpy(np.float64)
+        if trainer is not None:
+            self.booster_ = trainer.train(
+                self._xgb_params(), values, y, self.feature_names_, self.num_rounds
+            )
+        else:
+            train = xgb.DMatrix(values, label=y, feature_names=self.feature_names_)
+            self.booster_ = xgb.train(self._xgb_params(), train, num_boost_round=self.num_rounds)
         method = self.calibration if self.objective == "binary" else "none"
         self.calibrator_ = Calibrator(method)
         if method != "none":

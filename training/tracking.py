@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ PACKAGE_DIR = Path(__file__).parent
 def configure(tracking_uri: str, artifacts_dir: Path, experiment: str) -> str:
     """Point MLflow (tracking and registry) at the store and make sure the model's
     experiment exists."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient()

@@ -1,9 +1,20 @@
 """Optuna tuning of the XGBoost hyper-parameters of one spec (TPE, seeded, median pruning and
-early stopping), persisted in the Optuna storage so an interrupted study resumes."""
+early stopping), persisted in the Optuna storage so an interrupted study resumes.
+
+With `workers > 1` the study runs in that many processes at once; the storage is the only thing
+they share, so the same study can also take workers on other machines (PostgreSQL storage).
+Trials carry a heartbeat: the trial of a worker that was killed is marked failed after the
+grace period and queued again, and the study still ends with exactly the requested number of
+finished trials.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +23,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import xgboost as xgb
+from optuna.trial import TrialState
 from sklearn.metrics import roc_auc_score
 
 from training.model import BoostedModel
@@ -20,12 +32,27 @@ from training.specs import ModelSpec
 log = logging.getLogger(__name__)
 EARLY_STOPPING = 30
 REPORT_EVERY = 10
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrialCallback = Callable[[int, dict[str, Any], float, int], None]
 
 
 class StorageError(ConnectionError):
     """The Optuna storage cannot be reached."""
+
+
+class _Surplus(Exception):
+    """The study already holds (or is running) the trials asked for; this one is not needed."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How often a running trial says it is alive, and how long silence means it died."""
+
+    interval: int = HEARTBEAT_SECONDS
+    grace: int = GRACE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,7 @@ class TuningResult:
     value: float
     trials: int
     study_name: str
+    history: tuple[tuple[int, dict[str, Any], float, int], ...] = ()  # finished trials
 
 
 class _Pruning(xgb.callback.TrainingCallback):
@@ -76,12 +104,31 @@ def validation_score(spec: ModelSpec, y: np.ndarray, pred: np.ndarray) -> float:
     return float(roc_auc_score(y, pred))
 
 
-def open_study(spec: ModelSpec, storage: str, study_name: str, seed: int) -> optuna.Study:
+def study_storage(url: str, heartbeat: Heartbeat | None = None) -> Any:
+    """The storage object for `url`: an RDB storage with trial heartbeats for database URLs
+    (SQLite, PostgreSQL, MySQL), anything else as Optuna reads it."""
+    if "://" not in url:
+        return url
+    beat = heartbeat or Heartbeat()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=beat.interval,
+            grace_period=beat.grace,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+
+
+def open_study(
+    spec: ModelSpec, storage: str, study_name: str, seed: int, heartbeat: Heartbeat | None = None
+) -> optuna.Study:
     """Create or resume the study `study_name` in `storage`."""
     try:
         return optuna.create_study(
             study_name=study_name,
-            storage=storage,
+            storage=study_storage(storage, heartbeat),
             load_if_exists=True,
             direction="maximize" if spec.higher_is_better else "minimize",
             sampler=optuna.samplers.TPESampler(seed=seed),
@@ -91,32 +138,40 @@ def open_study(spec: ModelSpec, storage: str, study_name: str, seed: int) -> opt
         raise StorageError(f"Optuna storage {storage} cannot be reached: {exc}") from exc
 
 
-def tune(
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def run_trials(
     spec: ModelSpec,
-    X_train: pd.DataFrame,
-    y_train: np.ndarray,
-    X_valid: pd.DataFrame,
-    y_valid: np.ndarray,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     trials: int,
     storage: str,
     study_name: str,
     seed: int,
-    on_trial: TrialCallback | None = None,
-) -> TuningResult:
-    """Run the study until it holds `trials` finished trials; return its best trial."""
+    nthread: int = 2,
+    heartbeat: Heartbeat | None = None,
+    worker: str = "",
+) -> int:
+    """Run trials of the study until it holds `trials` finished ones (counting the trials other
+    workers are running). The loop of every worker, local or remote; returns trials run here."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(spec, storage, study_name, seed)
-    done = [t for t in study.trials if t.state.is_finished()]
-    remaining = max(0, trials - len(done))
-    if done:
-        log.info("%s: resuming study %s (%d trials done)", spec.name, study_name, len(done))
-    base = BoostedModel(objective=spec.objective, seed=seed)._xgb_params()
+    X_train, y_train, X_valid, y_valid = arrays
+    study = open_study(spec, storage, study_name, seed, heartbeat)
+    base = {**BoostedModel(objective=spec.objective, seed=seed)._xgb_params(), "nthread": nthread}
     metric = base["eval_metric"]
-    dtrain = xgb.DMatrix(X_train.to_numpy(np.float64), label=y_train)
-    dvalid = xgb.DMatrix(X_valid.to_numpy(np.float64), label=y_valid)
+    dtrain = xgb.DMatrix(X_train, label=y_train)
+    dvalid = xgb.DMatrix(X_valid, label=y_valid)
     sign = 1.0 if not spec.higher_is_better else -1.0  # report losses in the study's direction
+    ran = 0
 
     def objective(trial: optuna.Trial) -> float:
+        nonlocal ran
+        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if sum(1 for t in taken if t.number < trial.number) >= trials:
+            study.stop()
+            raise _Surplus(f"study {study_name} already has {trials} trials")
+        ran += 1
         params = {**base, **sample_params(trial, spec)}
         booster = xgb.train(
             params,
@@ -131,28 +186,117 @@ def tune(
         pred = booster.predict(dvalid, iteration_range=(0, rounds))
         value = validation_score(spec, y_valid, pred)
         trial.set_user_attr("num_rounds", rounds)
+        if worker:
+            trial.set_user_attr("worker", worker)
         log.info(
-            "%s trial %d: valid %s %.4f (%d rounds)",
-            spec.name, trial.number, spec.primary_metric, value, rounds,
+            "%s trial %d%s: valid %s %.4f (%d rounds)",
+            spec.name, trial.number, f" [worker {worker}]" if worker else "",
+            spec.primary_metric, value, rounds,
         )  # fmt: skip
-        if on_trial:
-            on_trial(trial.number, sample_params_of(trial), value, rounds)
         return value
 
-    if remaining:
-        study.optimize(objective, n_trials=remaining, gc_after_trial=False)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    def full(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Stop asking for trials once the finished and running ones make the count."""
+        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if len(taken) >= trials:
+            study.stop()
+
+    if len(finished_trials(study)) < trials:
+        study.optimize(
+            objective, n_trials=trials, catch=(_Surplus,), callbacks=[full], gc_after_trial=False
+        )
+    return ran
+
+
+def _worker_main(args: tuple, level: int) -> None:
+    """Entry point of a spawned worker process."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_trials(*args)
+
+
+def run_workers(
+    spec: ModelSpec,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    trials: int,
+    storage: str,
+    study_name: str,
+    seed: int,
+    workers: int,
+    heartbeat: Heartbeat | None = None,
+) -> list[int | None]:
+    """Run the study in `workers` fresh processes (spawned, so no OpenMP or database state is
+    inherited) and wait for them; returns their exit codes. Each gets a share of the cores and
+    its own sampler seed, so they do not propose the same points."""
+    context = multiprocessing.get_context("spawn")
+    nthread = max(1, (os.cpu_count() or 2) // workers)
+    level = logging.getLogger().getEffectiveLevel()
+    processes = []
+    for i in range(workers):
+        args = (spec, arrays, trials, storage, study_name, seed + i, nthread, heartbeat, str(i + 1))
+        process = context.Process(target=_worker_main, args=(args, level), name=f"tune-{i + 1}")
+        process.start()
+        processes.append(process)
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            log.warning("%s: tuning worker %s exited with %s", spec.name, process.name,
+                        process.exitcode)  # fmt: skip
+    return [p.exitcode for p in processes]
+
+
+def tune(
+    spec: ModelSpec,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    trials: int,
+    storage: str,
+    study_name: str,
+    seed: int,
+    workers: int = 1,
+    heartbeat: Heartbeat | None = None,
+) -> TuningResult:
+    """Run the study until it holds `trials` finished trials (in this process, or in `workers`
+    processes); return its best trial. Trials left undone by workers that died are run here."""
+    study = open_study(spec, storage, study_name, seed, heartbeat)
+    done = len(finished_trials(study))
+    if done:
+        log.info("%s: resuming study %s (%d trials done)", spec.name, study_name, done)
+    arrays = (X_train.to_numpy(np.float64), np.asarray(y_train),
+              X_valid.to_numpy(np.float64), np.asarray(y_valid))  # fmt: skip
+    if workers > 1 and done < trials:
+        run_workers(spec, arrays, trials, storage, study_name, seed, workers, heartbeat)
+    beat = heartbeat or Heartbeat()
+    while (before := len(finished_trials(study))) < trials:
+        ran = run_trials(spec, arrays, trials, storage, study_name, seed, heartbeat=heartbeat)
+        if len(finished_trials(study)) > before:
+            continue
+        if ran:
+            raise RuntimeError(f"model {spec.name}: trials of study {study_name} keep failing")
+        # Other processes hold the remaining trials: wait until they finish, or until their
+        # heartbeat goes stale and their trials are queued again for this process.
+        time.sleep(beat.interval)
+        optuna.storages.fail_stale_trials(study)
+    return result_of(study, spec, study_name)
+
+
+def result_of(study: optuna.Study, spec: ModelSpec, study_name: str) -> TuningResult:
+    """The best trial and the history of a study."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise RuntimeError(f"model {spec.name}: every trial of study {study_name} failed")
     best = study.best_trial
+    history = tuple(
+        (t.number, dict(t.params), float(t.value), int(t.user_attrs.get("num_rounds", 0)))
+        for t in complete
+        if t.value is not None
+    )
     return TuningResult(
         params=dict(best.params),
         num_rounds=int(best.user_attrs.get("num_rounds", spec.max_rounds)),
         value=float(best.value if best.value is not None else float("nan")),
-        trials=len([t for t in study.trials if t.state.is_finished()]),
+        trials=len(finished_trials(study)),
         study_name=study_name,
+        history=history,
     )
-
-
-def sample_params_of(trial: optuna.Trial) -> dict[str, Any]:
-    return dict(trial.params)
