@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: help install demo test test-slow test-services lint serve retrain bench lock clean
+.PHONY: help install demo test test-slow test-services lint serve tracking-server retrain bench lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,9 @@ lint: $(STAMP) ## ruff + mypy
 
 serve: $(STAMP) ## Start the scoring service on port 3000
 	$(BIN)/clv serve
+
+tracking-server: $(STAMP) ## Start an MLflow tracking server (backend CLV_MLFLOW_BACKEND_STORE)
+	$(BIN)/clv tracking-server
 
 retrain: $(STAMP) ## The scheduled job: validate, rebuild features, retrain, gate
 	$(BIN)/clv retrain

@@ -92,32 +92,64 @@ def run_retrain(settings: Settings, echo: Callable[[str], None]) -> dict[str, An
     return summary
 
 
+def current_population(features_dir: Path) -> dict[str, pd.DataFrame]:
+    """The entities scored as of the latest build, as Feast entity frames: active customers
+    for the customer models, aged leads and former customers for the dormant ones."""
+    from features.store import latest_directory
+
+    directory = latest_directory(features_dir)
+    customers, leads = directory["customer_directory"], directory["lead_directory"]
+    as_of = pd.Timestamp(customers["event_timestamp"].iloc[0]).tz_convert(None)
+    active = customers.loc[customers["customer_status"] == 1, "customer_id"].tolist()
+    former = customers.loc[customers["customer_status"] == 2, "customer_id"].tolist()
+    aged = leads.loc[leads["lead_status"] == 2, "lead_id"].tolist()
+    dormant = {"lead_id": aged + [""] * len(former), "customer_id": [""] * len(aged) + former}
+    return {
+        "customer": pd.DataFrame({"customer_id": active}).assign(event_timestamp=as_of),
+        "dormant": pd.DataFrame(dormant).assign(event_timestamp=as_of),
+    }
+
+
 def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[str, Any]:
-    """PSI of each champion's features between its test rows and the newest cutoff."""
+    """Per champion: PSI of each feature and of the score between the champion's training
+    rows (the sample logged with it; its test rows for older versions) and the newest month's
+    population, scored by the same champion."""
+    from features.store import historical_matrix
     from registry.store import RegistryStore
-    from training.drift import drift_table
+    from training.drift import drift_table, psi
     from training.specs import SPECS
 
     registry = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
-    path = settings.features_dir / "customer_features" / f"{as_of:%Y-%m-%d}.parquet"
-    current = pd.read_parquet(path) if path.exists() else None
+    populations = current_population(settings.features_dir)
     out: dict[str, Any] = {}
     for name, spec in SPECS.items():
-        if spec.entity != "customer" or current is None:
-            continue
         try:
-            champion = registry.aliases(name).get("champion")
+            champion = registry.aliases(name).get("champion") if name in registry.models() else None
             if champion is None:
                 continue
-            reference = registry.test_set(registry.version(name, champion))
-        except Exception as exc:  # no champion yet, or an old version without a test set
-            out[name] = {"error": str(exc)}
+            info = registry.version(name, champion)
+            try:
+                reference, source = registry.logged_table(info, "train_sample.parquet"), "train"
+            except LookupError:
+                reference, source = registry.test_set(info), "test"
+            entity = populations[spec.entity]
+            if entity.empty:
+                out[name] = {"champion": champion, "error": "no entities in the newest month"}
+                continue
+            _, current = historical_matrix(store, spec.feature_service, entity)
+            features = [c for c in registry.scorer(info).features if c in current.columns]
+            score_psi = psi(registry.score(info, reference), registry.score(info, current))
+        except Exception as exc:  # a broken champion must not stop the retrain; it is reported
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        table = drift_table(reference, current).head(5)
+        table = drift_table(reference[features], current[features])
         out[name] = {
             "champion": champion,
+            "reference": f"{len(reference)} {source} rows of v{champion}",
+            "current": f"{len(current)} rows as of {as_of.date()}",
+            "score_psi": score_psi,
             "max_psi": float(table["psi"].max()) if len(table) else 0.0,
-            "top": table.to_dict("records"),
+            "top": table.head(5).to_dict("records"),
         }
     return out
 
@@ -129,9 +161,10 @@ def _log_to_mlflow(settings: Settings, stamp: str, summary: dict[str, Any]) -> N
     experiment = tracking.configure(settings.tracking_uri, settings.artifacts_dir, "retrain")
     with tracking.parent_run(experiment, f"retrain-{stamp}", {"status": summary["status"]}):
         metrics = {
-            f"max_psi_{name}": d["max_psi"]
+            f"{kind}_{name}": d[kind]
             for name, d in summary["drift"].items()
-            if "max_psi" in d
+            for kind in ("max_psi", "score_psi")
+            if kind in d
         }
         tracking.log_metrics(metrics)
         tracking.log_json(summary, "summary.json")
@@ -148,6 +181,12 @@ def _write(folder: Path, stamp: str, summary: dict[str, Any]) -> None:
         lines.append(f"- **{name}** v{model['version']}: {model['decision']} ({model['why']})")
     for name, drift in summary.get("drift", {}).items():
         if "max_psi" in drift:
-            lines.append(f"- drift {name}: max PSI {drift['max_psi']:.3f}")
+            top = drift["top"][0]["feature"] if drift["top"] else "-"
+            lines.append(
+                f"- drift {name}: score PSI {drift['score_psi']:.3f}, max feature PSI "
+                f"{drift['max_psi']:.3f} ({top}); {drift['reference']} vs {drift['current']}"
+            )
+        elif "error" in drift:
+            lines.append(f"- drift {name}: not measured ({drift['error']})")
     (target / "summary.md").write_text("\n".join(lines) + "\n")
     log.info("summary written to %s", target)

@@ -129,13 +129,18 @@ class RegistryStore:
     def test_set(self, info: VersionInfo) -> pd.DataFrame:
         """The test rows the training job logged with the version's run (keys, features,
         label)."""
+        return self.logged_table(info, TEST_SET)
+
+    def logged_table(self, info: VersionInfo, name: str) -> pd.DataFrame:
+        """A parquet table logged with the version's run (e.g. its test rows, or the sample
+        of its training rows that drift is measured against)."""
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = self._download(run_id=info.run_id, artifact_path=TEST_SET, dst_path=tmp)
+                path = self._download(run_id=info.run_id, artifact_path=name, dst_path=tmp)
             except (MlflowException, OSError) as exc:
                 raise LookupError(
                     f"model {info.model} version {info.version}: its run {info.run_id} has no "
-                    f"{TEST_SET} ({exc})"
+                    f"{name} ({exc})"
                 ) from exc
             return pd.read_parquet(path)
 

@@ -21,6 +21,26 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=home, trials=2)
 
 
+def _retype(path: Path, column: str) -> None:
+    """The column's values written as text: a type change upstream."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    table[column] = table[column].astype(str)
+    table.to_parquet(path, index=False)
+
+
+def _force_champions(settings: Settings) -> None:
+    from registry.operations import promote
+    from registry.store import RegistryStore
+    from training.specs import SPECS
+
+    store = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
+    for name in store.models():
+        if name in SPECS and "champion" not in store.aliases(name):
+            promote(store, SPECS[name], force=True, reason="test: a champion to drift from")
+
+
 def _champions(settings: Settings) -> dict[str, str]:
     from registry.store import RegistryStore
 
@@ -34,13 +54,20 @@ def test_month_advance_retrains_on_the_new_window(settings: Settings):
     first = run_retrain(settings, print)
     assert first["status"] == "done" and first["features_as_of"] == "2025-12-01"
     assert "churn" in first["models"]
+    _force_champions(settings)  # the tiny world's gate may refuse some first versions
     advance_world(settings.raw_dir, settings.truth_dir, 1)
     second = run_retrain(settings, print)
     assert second["features_as_of"] == "2026-01-01"
     churn = second["models"]["churn"]
     assert churn["version"] != first["models"]["churn"]["version"]
     assert churn["decision"].split()[0] in ("promoted", "refused")
-    assert any("max_psi" in d for d in second["drift"].values())  # PSI of every champion
+    drift = second["drift"]
+    assert set(drift) == {m for m, v in _champions(settings).items() if v}, drift
+    assert "churn" in drift
+    for name, report in drift.items():
+        assert "error" not in report, (name, report)
+        assert report["score_psi"] >= 0 and report["max_psi"] >= 0
+        assert report["reference"].split()[1] == "train"  # against the champion's training rows
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
@@ -55,6 +82,7 @@ def test_month_advance_retrains_on_the_new_window(settings: Settings):
     [
         (lambda raw: (raw / "orders.parquet").write_bytes(b"PAR1 truncated"), "orders"),
         (lambda raw: (raw / "referrals.parquet").unlink(), "referrals is missing"),
+        (lambda raw: _retype(raw / "orders.parquet", "amount"), "table orders: column amount"),
     ],
 )
 def test_bad_data_trains_nothing(settings: Settings, damage, message):
@@ -82,3 +110,20 @@ def test_one_run_at_a_time(tmp_path: Path):
     lock = tmp_path / "retrain.lock"
     with exclusive(lock), pytest.raises(RetrainError, match="another retrain"), exclusive(lock):
         pass
+
+
+def test_drift_populations_cover_customer_and_dormant_models(feast_home):
+    """The newest month's entities for drift: active customers, and aged leads plus former
+    customers for reactivation, each with the full feature service from Feast."""
+    from clv.retrain import current_population
+    from features.columns import service_features
+    from features.store import historical_matrix
+
+    home, _, store, _ = feast_home
+    populations = current_population(home / "features")
+    for entity, service in (("customer", "churn_v1"), ("dormant", "reactivation_v1")):
+        frame = populations[entity]
+        assert len(frame) > 20, entity
+        _, matrix = historical_matrix(store, service, frame)
+        assert list(matrix.columns) == service_features(service)
+        assert matrix.notna().any(axis=1).mean() > 0.9, entity

@@ -35,6 +35,7 @@ from training.tuning import open_study, tune
 
 log = logging.getLogger(__name__)
 QUANTILES = np.linspace(0, 100, 101)
+TRAIN_SAMPLE = 5000  # training rows logged with each version, for drift
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def train(
     """Train, evaluate, log and register one model."""
     started = time.perf_counter()
     data = build_training_data(spec, raw, store, cutoffs, as_of)
-    X_tr, y_tr, _ = data.rows("train")
+    X_tr, y_tr, keys_tr = data.rows("train")
     X_va, y_va, _ = data.rows("valid")
     X_te, y_te, keys_te = data.rows("test")
     name = study_name(spec, data)
@@ -207,6 +208,13 @@ def train(
                 ),
                 "test_set.parquet",
             )
+            # A sample of the training rows: the reference of the retrain drift report.
+            sample = np.random.default_rng(config.seed).permutation(len(X_tr))[:TRAIN_SAMPLE]
+            tracking.log_table(
+                pd.concat([keys_tr.iloc[sample].reset_index(drop=True),
+                           X_tr.iloc[sample].reset_index(drop=True)], axis=1),
+                "train_sample.parquet",
+            )  # fmt: skip
             tracking.log_metrics(metrics)
             tracking.log_json(metrics, "test_metrics.json")
             meta_extra["score_quantiles"] = np.percentile(pred, QUANTILES).tolist()
