@@ -22,6 +22,11 @@ CUSTOMER_INT = [
     "email_opens_90d", "email_clicks_90d",  # newsletter engagement, last 90 days
     "tickets_90d", "tickets_365d", "severe_tickets_90d",  # support load and severity
     "referrals_365d", "referrals_total",  # past referrals
+    "email_opens_365d", "email_clicks_365d",  # newsletter engagement, last year
+    "nps_answers_365d",  # NPS surveys answered in the last year (engaged accounts answer)
+    "signup_plan_tier_rank",  # plan tier chosen at signup (budget shown at purchase)
+    "upgrades_total", "downgrades_total",  # plan changes so far
+    "services_orders_total",  # one-off professional services bought so far
 ]  # fmt: skip
 CUSTOMER_FLOAT = [
     "tenure_days",  # days since the current spell started
@@ -40,6 +45,13 @@ CUSTOMER_FLOAT = [
     "mean_resolution_hours_90d",
     "nps_last", "nps_change", "days_since_nps",  # last NPS answer and its change
     "days_since_last_referral",
+    # Usage ratios over the weeks observed in the last 12 and 52 complete weeks:
+    "sessions_per_user_12w", "sessions_per_user_52w",  # sessions per active user (engagement)
+    "seat_utilization_12w", "seat_utilization_52w",  # active users over seats (health)
+    "invites_per_user_12w", "invites_per_user_52w",  # invitations per active user (advocacy)
+    "invites_per_week_52w",
+    "nps_mean_365d",  # mean NPS answer of the last year
+    "add_ons_bought_per_year", "referrals_per_year",  # own purchase and referral rates
 ]  # fmt: skip
 
 # -- former_customer_features: customers lapsed before the cutoff (win-back) -------------------

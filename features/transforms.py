@@ -331,6 +331,24 @@ class FeatureBuilder:
             purchases, "customer_id", "order_date", cutoff, ids
         )
 
+        moved = self.changes[
+            (self.changes["change_date"] < cutoff) & self.changes["customer_id"].isin(state.index)
+        ]
+        moved = moved.assign(customer_id=moved["customer_id"].astype(self.id_type))
+        out["signup_plan_tier_rank"] = static["signup_plan_tier"].map(TIER_RANK).to_numpy(np.int64)
+        out["upgrades_total"] = _count(moved[moved["direction"] == "upgrade"], "customer_id", ids)
+        out["downgrades_total"] = _count(
+            moved[moved["direction"] == "downgrade"], "customer_id", ids
+        )
+        out["services_orders_total"] = _count(
+            all_orders[(all_orders["kind"] == "service") & (all_orders["order_type"] == "new")],
+            "customer_id",
+            ids,
+        )
+        # Past purchase rates: the account's own history of buying add-ons (in this spell).
+        years = np.maximum(tenure, 30.0) / 365.25
+        out["add_ons_bought_per_year"] = held / years
+
         seats = static["seats"].to_numpy(float)
         out["seats"] = static["seats"].to_numpy(np.int64)
         out["company_size_rank"] = static["company_size"].map(SIZE_RANK).to_numpy(np.int64)
@@ -345,6 +363,7 @@ class FeatureBuilder:
         recent = refs[refs["referral_date"] >= cutoff - pd.Timedelta(days=365)]
         out["referrals_365d"] = _count(recent, "referrer_customer_id", ids)
         out["referrals_total"] = _count(refs, "referrer_customer_id", ids)
+        out["referrals_per_year"] = out["referrals_total"] / years
         out["days_since_last_referral"] = _days_since(
             refs, "referrer_customer_id", "referral_date", cutoff, ids
         )
@@ -352,10 +371,34 @@ class FeatureBuilder:
 
     def _usage(self, cutoff: pd.Timestamp, ids: pd.Index, seats: np.ndarray) -> dict:
         # Only weeks complete before the cutoff.
-        weeks = self.usage.between(cutoff - pd.Timedelta(days=90), cutoff - pd.Timedelta(days=6))
+        weeks = self.usage.between(cutoff - pd.Timedelta(days=370), cutoff - pd.Timedelta(days=6))
         age = _days(cutoff - weeks["week_start"])
         last4 = weeks[age <= 34]
         last12 = weeks[age <= 90]
+        rates = {}
+        # Ratios over all weeks observed in the window (a new account has fewer than 12 or 52):
+        # per-user rates and seat shares separate how engaged, healthy and vocal an account is
+        # from how big it is, and the year-long window estimates the account's usual level.
+        for label, window in (("12w", last12), ("52w", weeks)):
+            users = _sum(window, "customer_id", "active_users", ids)
+            observed = _count(window, "customer_id", ids)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_user = np.where(users > 0, 1.0 / users, np.nan)
+                rates[f"sessions_per_user_{label}"] = (
+                    _sum(window, "customer_id", "sessions", ids) * per_user
+                )
+                rates[f"invites_per_user_{label}"] = (
+                    _sum(window, "customer_id", "invites_sent", ids) * per_user
+                )
+                rates[f"seat_utilization_{label}"] = np.where(
+                    observed > 0, users / (observed * np.maximum(seats, 1.0)), np.nan
+                )
+                if label == "52w":
+                    rates["invites_per_week_52w"] = np.where(
+                        observed > 0,
+                        _sum(window, "customer_id", "invites_sent", ids) / observed,
+                        np.nan,
+                    )
         sessions4 = _sum(last4, "customer_id", "sessions", ids) / 4.0
         sessions12 = _sum(last12, "customer_id", "sessions", ids) / 12.0
         users4 = _sum(last4, "customer_id", "active_users", ids) / 4.0
@@ -376,6 +419,7 @@ class FeatureBuilder:
             "weeks_active_12w": _count(last12[last12["sessions"] > 0], "customer_id", ids),
             "invites_per_week_4w": invites4,
             "invites_per_week_12w": invites12,
+            **rates,
         }
 
     def _email(self, cutoff: pd.Timestamp, ids: pd.Index, kind: str, prefix: str = "") -> dict:
@@ -427,10 +471,18 @@ class FeatureBuilder:
         previous = grouped.nth(-2)
         owners = ordered.loc[previous.index, "customer_id"].astype(object).to_numpy()
         previous = pd.Series(previous.to_numpy(), index=owners).reindex(ids)
+        year = answers[answers["survey_date"] >= cutoff - pd.Timedelta(days=365)]
+        answered = _count(year, "customer_id", ids)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(
+                answered > 0, _sum(year, "customer_id", "score", ids) / answered, np.nan
+            )
         return {
             "nps_last": last.to_numpy(float),
             "nps_change": (last - previous).to_numpy(float),
             "days_since_nps": _days_since(answers, "customer_id", "survey_date", cutoff, ids),
+            "nps_mean_365d": mean,
+            "nps_answers_365d": answered,
         }
 
     # ---- former customers --------------------------------------------------------------------
