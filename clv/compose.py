@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clv.settings import Settings
 from features.store import StoreConfig
 from serving.engine import EngineConfig
-from training.job import JobConfig
+
+if TYPE_CHECKING:  # the training job pulls in plotting and SciPy; serving never needs them
+    from training.job import JobConfig
 
 
 def store_config(settings: Settings) -> StoreConfig:
@@ -53,6 +56,8 @@ def job_config(
     settings: Settings, trials: int | None = None, workers: int | None = None, join: bool = False
 ) -> JobConfig:
     """Training-job configuration for the current settings."""
+    from training.job import JobConfig
+
     truth = settings.truth_dir if settings.truth_dir.exists() else None
     return JobConfig(
         tracking_uri=settings.tracking_uri,

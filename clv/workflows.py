@@ -67,7 +67,7 @@ def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
     from clv.compose import engine_config
     from serving.engine import Engine
 
-    engine = Engine(engine_config(settings))
+    engine = Engine(engine_config(settings), prebuild_responses=False)
     engine.refresh()
     if not engine.ready:
         raise LookupError(f"cannot score: {engine.not_ready_reason}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +22,6 @@ import yaml
 
 from features.columns import DIRECTORY_VIEWS, ON_DEMAND_VIEW, VIEW_COLUMNS, service_features
 from features.on_demand import ON_DEMAND_INPUTS, ratios
-from features.repo import build_definitions
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,45 @@ class StoreConfig:
         return {"FEAST_REGISTRY_CONFIG": registry, "FEAST_ONLINE_STORE_CONFIG": online}
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _unchecked(target: Any = None, **_: Any) -> Any:
+    """typeguard's `@typechecked` as Python's optimized mode makes it: the target, untouched."""
+    return target if target is not None else _unchecked
+
+
+def import_feast() -> None:
+    """Import Feast without typeguard's import-time instrumentation.
+
+    Feast decorates its classes with `@typechecked`, which re-parses and recompiles the
+    source of every method while Feast is imported: about 80% of `import feast` (measured
+    9.7 s of CPU against 1.5 s on this machine), paid by every process that opens the store,
+    the service's start-up included. Under `python -O` typeguard makes the decorator a
+    no-op; this does the same only while Feast's modules are first imported, and restores
+    the decorator afterwards. Feast's own runtime argument checks are all that is lost."""
+    if "feast.feature_store" in sys.modules:
+        return
+    with _IMPORT_LOCK:
+        if "feast.feature_store" in sys.modules:
+            return
+        try:
+            import typeguard
+        except ImportError:  # a Feast without typeguard has nothing to skip
+            import feast.feature_store  # noqa: F401
+
+            return
+        original = typeguard.typechecked
+        typeguard.typechecked = _unchecked  # type: ignore[assignment]
+        try:
+            import feast.feature_store  # noqa: F401
+        finally:
+            typeguard.typechecked = original
+
+
 def repo_config(config: StoreConfig) -> Any:
     """feature_store.yaml with our values substituted, validated by Feast's own model."""
+    import_feast()
     from feast.repo_config import RepoConfig
 
     text = YAML_FILE.read_text()
@@ -70,6 +108,7 @@ def repo_config(config: StoreConfig) -> Any:
 
 def open_store(config: StoreConfig) -> Any:
     """A FeatureStore over the configured engines."""
+    import_feast()
     from feast import FeatureStore
 
     if config.online_store == "sqlite" or config.registry == "file":
@@ -148,6 +187,8 @@ def _write_view(frame: pd.DataFrame, view: str, target: Path) -> None:
 # ---- registry and online store -------------------------------------------------------------
 def apply(store: Any, features_dir: Path) -> list[str]:
     """Register every definition (idempotent, like `feast apply`); returns object names."""
+    from features.repo import build_definitions
+
     definitions = build_definitions(features_dir)
     objects = definitions.objects()
     store.apply(objects)
@@ -256,25 +297,30 @@ class OnlineFeatures:
     """Features of one or many entities for several services, from one online lookup."""
 
     key: str
-    values: pd.DataFrame  # one row per requested id (in request order), float64 features
+    ids: list[str]  # the requested ids, in request order
+    matrix: np.ndarray  # (ids, refs) float64, NaN = not observed
+    positions: dict[str, int]  # feature name -> column of `matrix`
     known: np.ndarray  # the id exists in the database
     has_features: np.ndarray  # the id has at least one feature row online
     status: dict[str, int] | None = None  # directory status of ids without features
 
-    def for_service(self, service: str) -> pd.DataFrame:
+    def columns(self, names: list[str]) -> np.ndarray:
+        """The float64 columns of `names`, in that order (one row per id)."""
+        return self.matrix[:, [self.positions[name] for name in names]]
+
+    def for_service(self, service: str) -> np.ndarray:
         """The columns one feature service serves, in its order."""
-        return self.values[service_features(service)]
+        return self.columns(service_features(service))
 
     def check(self) -> None:
         """Raise for the first id that is unknown or has no features yet."""
-        ids = self.values.index
-        for i in range(len(ids)):
+        for i, identifier in enumerate(self.ids):
             if not self.known[i]:
-                raise UnknownEntityError(f"unknown {self.key} {ids[i]!r}")
+                raise UnknownEntityError(f"unknown {self.key} {identifier!r}")
             if not self.has_features[i]:
-                status = (self.status or {}).get(ids[i], 0)
+                status = (self.status or {}).get(identifier, 0)
                 why = STATUS_WHY.get((self.key, status), "no cutoff since it joined")
-                raise NoFeaturesError(f"{self.key} {ids[i]!r} has no features: {why}")
+                raise NoFeaturesError(f"{self.key} {identifier!r} has no features: {why}")
 
 
 def online_refs(store: Any, services: list[str]) -> list[str]:
@@ -286,39 +332,117 @@ def online_refs(store: Any, services: list[str]) -> list[str]:
     return list(refs)
 
 
-def online_lookup(
-    store: Any,
-    refs: list[str],
-    key: str,
-    ids: list[str],
-    directory: str,
-    other_keys: dict[str, str] | None = None,
-) -> OnlineFeatures:
-    """One `get_online_features` call for all stored features of `refs` and all ids; the
-    on-demand features are computed from them with the view's own function. Only when some
-    id comes back without any feature is the id directory read, to tell unknown ids from
-    new ones. `other_keys` fills join keys of services spanning two entities."""
-    on_demand = [r for r in refs if r.startswith(ON_DEMAND_VIEW + ":")]
-    stored = [r for r in refs if r not in on_demand]
-    if on_demand:
-        stored += [f"customer_features:{n}" for n in ON_DEMAND_INPUTS]
-        stored = list(dict.fromkeys(stored))
-    rows = {key: ids, **{k: [v] * len(ids) for k, v in (other_keys or {}).items()}}
-    response = store.get_online_features(features=stored, entity_rows=rows).to_dict()
-    if on_demand:
-        response.update(ratios(response))
-    names = [ref.split(":", 1)[1] for ref in refs]
-    matrix = np.array([response[n] for n in names], dtype=np.float64).T.reshape(len(ids), -1)
-    has_features: np.ndarray = np.asarray(~np.isnan(matrix).all(axis=1), dtype=bool)
-    known = has_features.copy()
-    if not has_features.all():
-        missing = [identifier for identifier, ok in zip(ids, has_features, strict=True) if not ok]
-        status_ref = f"{directory}:{VIEW_COLUMNS[directory][1][0]}"
-        found = store.get_online_features(features=[status_ref], entity_rows={key: missing})
-        status = found.to_dict()[status_ref.split(":", 1)[1]]
-        known[~has_features] = [value is not None for value in status]
-        statuses = {i: int(v) for i, v in zip(missing, status, strict=True) if v is not None}
-    else:
-        statuses = {}
-    values = pd.DataFrame(matrix, index=pd.Index(ids, name=key), columns=names)
-    return OnlineFeatures(key, values, known, has_features, statuses)
+@dataclass(frozen=True)
+class _ViewRead:
+    """One feature view to read: the Feast object, its join key and the features wanted."""
+
+    view: Any
+    join_key: str
+    features: list[str]
+
+
+def _python_values(data: dict[str, Any], features: list[str]) -> list[Any]:
+    """Feast ValueProtos of `features` as Python scalars (None when null or absent)."""
+    out = []
+    for name in features:
+        value = data.get(name)
+        kind = None if value is None else value.WhichOneof("val")
+        out.append(None if kind is None or kind == "null_val" else getattr(value, kind))
+    return out
+
+
+class OnlineReader:
+    """A prepared online lookup of `refs` by `key`: the feature views to read, their
+    join keys and the column order are resolved once from Feast's registry, so each lookup
+    is one `online_read` per feature view through Feast's provider (the call
+    `get_online_features` makes underneath), without its response protobuf, dict and
+    on-demand machinery. The on-demand features are computed from the read values with the
+    view's own function (`features.on_demand.ratios`), as Feast would.
+
+    Only when some id comes back without any feature row is the id directory read, to tell
+    unknown ids from new ones. `other_keys` fills join keys of services spanning two
+    entities (a constant per lookup, like Feast's entity rows)."""
+
+    def __init__(
+        self,
+        store: Any,
+        refs: list[str],
+        key: str,
+        directory: str,
+        other_keys: dict[str, str] | None = None,
+    ) -> None:
+        if not refs:
+            raise ValueError("an online lookup needs at least one feature reference")
+        self.store = store
+        self.refs = list(refs)
+        self.key = key
+        self.other_keys = dict(other_keys or {})
+        self.names = [ref.split(":", 1)[1] for ref in self.refs]
+        self.positions = {name: i for i, name in enumerate(self.names)}
+        self.on_demand = any(ref.startswith(ON_DEMAND_VIEW + ":") for ref in self.refs)
+        stored = [r for r in self.refs if not r.startswith(ON_DEMAND_VIEW + ":")]
+        if self.on_demand:
+            stored += [f"customer_features:{n}" for n in ON_DEMAND_INPUTS]
+        by_view: dict[str, list[str]] = {}
+        for ref in dict.fromkeys(stored):
+            view, name = ref.split(":", 1)
+            by_view.setdefault(view, []).append(name)
+        self.reads = [self._view_read(view, names) for view, names in by_view.items()]
+        status = VIEW_COLUMNS[directory][1][0]
+        self.directory = self._view_read(directory, [status])
+        self._config = store.config
+        self._provider = store.provider
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self._entity_key, self._value = EntityKey, Value
+
+    def _view_read(self, name: str, features: list[str]) -> _ViewRead:
+        view = self.store.get_feature_view(name)
+        keys = [column.name for column in view.entity_columns]
+        if len(keys) != 1:
+            raise ValueError(f"feature view {name!r} has join keys {keys}; expected one")
+        join_key = keys[0]
+        if join_key != self.key and join_key not in self.other_keys:
+            raise KeyError(f"feature view {name!r} needs join key {join_key!r}; none given")
+        return _ViewRead(view, join_key, features)
+
+    def _read(self, read: _ViewRead, ids: list[str]) -> list[Any]:
+        """`online_read` of one view: per id, None or the features' Python values."""
+        key = read.join_key
+        values = ids if key == self.key else [self.other_keys[key]] * len(ids)
+        entity_keys = [
+            self._entity_key(join_keys=[read.join_key], entity_values=[self._value(string_val=v)])
+            for v in values
+        ]
+        rows = self._provider.online_read(self._config, read.view, entity_keys, read.features)
+        out: list[Any] = []
+        for _, data in rows:
+            row = None if data is None else _python_values(data, read.features)
+            # SQLite returns None for an entity it does not hold; Redis a row of empty values.
+            out.append(None if row is None or all(v is None for v in row) else row)
+        return out
+
+    def lookup(self, ids: list[str]) -> OnlineFeatures:
+        """Every feature of `refs` for `ids` (in request order), with which ids are known."""
+        columns: dict[str, list[Any]] = {}
+        found = np.zeros(len(ids), dtype=bool)
+        for read in self.reads:
+            rows = self._read(read, ids) if ids else []
+            empty = [None] * len(read.features)
+            found |= np.fromiter((row is not None for row in rows), bool, len(ids))
+            values = list(zip(*(row or empty for row in rows), strict=True))
+            values = values or [()] * len(read.features)
+            columns.update(zip(read.features, map(list, values), strict=True))
+        if self.on_demand:
+            columns.update(ratios(columns))
+        matrix = np.array([columns[name] for name in self.names], dtype=np.float64).T
+        matrix = np.ascontiguousarray(matrix.reshape(len(ids), len(self.names)))
+        known = found.copy()
+        statuses: dict[str, int] = {}
+        if not found.all():
+            missing = [identifier for identifier, ok in zip(ids, found, strict=True) if not ok]
+            status = [row[0] if row else None for row in self._read(self.directory, missing)]
+            known[~found] = [value is not None for value in status]
+            statuses = {i: int(v) for i, v in zip(missing, status, strict=True) if v is not None}
+        return OnlineFeatures(self.key, list(ids), matrix, self.positions, known, found, statuses)

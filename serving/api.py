@@ -1,19 +1,28 @@
 """The scoring API's HTTP surface: typed request/response models and the FastAPI app that the
 BentoML service mounts. Routes call the engine; errors map to 4xx JSON bodies `{"error": ...}`
-that name the id or the limit, never a 500 for bad input."""
+that name the id or the limit, never a 500 for bad input.
+
+The hot routes are lean on purpose: they are plain async routes reading the engine from
+`app.state` (BentoML's class views resolve `self` through a sync dependency, one thread-pool
+hop per request), they parse the body with one pydantic pass, answer from the snapshot's
+pre-serialised JSON on the event loop (only ids outside the snapshot go to a worker thread
+for the online store), and the key and content-type guard is plain ASGI middleware.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.store import NoFeaturesError, UnknownEntityError
-from serving.engine import NotReadyError
+from serving.engine import Engine, NotReadyError
 
 SCORING_PATHS = ("/score", "/score_lead", "/score_batch", "/models")
 
@@ -107,9 +116,87 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class BadRequest(ValueError):
+    """A body that does not parse or validate (answered 400)."""
+
+
+def _message(exc: ValidationError | RequestValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    detail = first.get("msg", "invalid request")
+    return f"invalid request{' at ' + where if where else ''}: {detail}"
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[Body]) -> Body:
+    """The request body validated as `model`, in one pass from the raw bytes."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise BadRequest(_message(exc)) from exc
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body of a route that parses `model` itself."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": schema}}
+
+
+def _json(content: bytes) -> Response:
+    return Response(content, media_type="application/json")
+
+
+def _engine(request: Request) -> Engine:
+    engine = request.app.state.engine
+    if engine is None:
+        raise NotReadyError("starting")
+    return engine  # type: ignore[no-any-return]
+
+
+async def _customers(engine: Engine, ids: list[str]) -> list[bytes]:
+    """JSON answers of `ids`: from the snapshot on the event loop, else in a worker thread."""
+    found = engine.snapshot_json(ids)
+    if found is not None:
+        return found
+    return await run_in_threadpool(engine.customer_json, ids)
+
+
+class Guard:
+    """Bearer key (when `api_key` is set on the app's state) and JSON content type on the
+    scoring routes, as plain ASGI middleware; health and metrics stay open."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in SCORING_PATHS:
+            problem = self._problem(scope)
+            if problem is not None:
+                await problem(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _problem(scope: Scope) -> JSONResponse | None:
+        headers = dict(scope["headers"])
+        api_key = getattr(scope["app"].state, "api_key", None)
+        if api_key is not None:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {api_key}".encode()):
+                return _error(401, "missing or wrong bearer key")
+        if scope["method"] == "POST":
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                return _error(400, "the body must be JSON (Content-Type: application/json)")
+        return None
+
+
 def build_app() -> FastAPI:
-    """The FastAPI app; routes are attached as class views of the BentoML service, which
-    sets `app.state.api_key` from the settings when it starts."""
+    """The FastAPI app. The BentoML service sets `app.state.engine`, `app.state.api_key` and
+    `app.state.batch_limit` from the settings when it starts."""
     app = FastAPI(
         title="CLV scoring API",
         description="Scores by entity id from the champion models and Feast features.",
@@ -117,14 +204,17 @@ def build_app() -> FastAPI:
         docs_url=None,  # BentoML serves the OpenAPI page (with these routes) at /
         redoc_url=None,
     )
+    app.state.engine = None
     app.state.api_key = None
+    app.state.batch_limit = 1000
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        detail = first.get("msg", "invalid request")
-        return _error(400, f"invalid request{' at ' + where if where else ''}: {detail}")
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _message(exc))
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return _error(400, str(exc))
 
     @app.exception_handler(UnknownEntityError)
     async def _unknown(_: Request, exc: UnknownEntityError) -> JSONResponse:
@@ -138,19 +228,56 @@ def build_app() -> FastAPI:
     async def _not_ready(_: Request, exc: NotReadyError) -> JSONResponse:
         return _error(503, f"not ready: {exc.args[0]}")
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Any) -> Any:
-        path = request.url.path
-        if path in SCORING_PATHS:
-            api_key = getattr(request.app.state, "api_key", None)
-            if api_key is not None:
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                    return _error(401, "missing or wrong bearer key")
-            if request.method == "POST":
-                kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind != "application/json":
-                    return _error(400, "the body must be JSON (Content-Type: application/json)")
-        return await call_next(request)
+    app.add_middleware(Guard)
+
+    @app.post(
+        "/score",
+        response_model=CustomerScores,
+        responses=ERRORS,
+        openapi_extra=_body(CustomerRequest),
+    )
+    async def score(request: Request) -> Response:
+        """Every customer model's score for one customer."""
+        body = await _parse(request, CustomerRequest)
+        return _json((await _customers(_engine(request), [body.customer_id]))[0])
+
+    @app.post(
+        "/score_lead",
+        response_model=DormantScores,
+        responses=ERRORS,
+        openapi_extra=_body(LeadRequest),
+    )
+    async def score_lead(request: Request) -> Response:
+        """The reactivation score of an aged lead (lead_id) or former customer (customer_id)."""
+        body = await _parse(request, LeadRequest)
+        if (body.lead_id is None) == (body.customer_id is None):
+            return _error(400, "give exactly one of lead_id, customer_id")
+        key = "lead_id" if body.lead_id is not None else "customer_id"
+        identifier = body.lead_id if body.lead_id is not None else body.customer_id
+        assert identifier is not None
+        result = await run_in_threadpool(_engine(request).score_dormant, key, identifier)
+        return _json(DormantScores(**result).model_dump_json().encode())
+
+    @app.post(
+        "/score_batch",
+        response_model=list[CustomerScores],
+        responses=ERRORS,
+        openapi_extra=_body(BatchRequest),
+    )
+    async def score_batch(request: Request) -> Response:
+        """`/score` for many customers, in request order (up to the batch limit)."""
+        body = await _parse(request, BatchRequest)
+        limit = request.app.state.batch_limit
+        ids = body.customer_ids
+        if not ids:
+            return _error(400, "customer_ids is empty")
+        if len(ids) > limit:
+            return _error(413, f"{len(ids)} ids exceed the limit of {limit} per batch")
+        return _json(b"[" + b",".join(await _customers(_engine(request), ids)) + b"]")
+
+    @app.get("/models", response_model=ModelsResponse, responses=ERRORS)
+    def models(request: Request) -> ModelsResponse:
+        """Loaded model names, versions, aliases, load times, and readiness."""
+        return ModelsResponse(**_engine(request).models())
 
     return app

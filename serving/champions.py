@@ -7,9 +7,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from training.pyfunc import Scorer, load_scorer
+if TYPE_CHECKING:
+    from training.pyfunc import Scorer
 
 CHAMPION = "champion"
 
@@ -57,6 +58,8 @@ class Registry:
     def load(self, name: str, version: str) -> Champion:
         """Download a version's files and load its scorer."""
         import mlflow
+
+        from training.pyfunc import load_scorer
 
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(

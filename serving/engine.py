@@ -4,32 +4,36 @@ scores from the shared scoring maths, hot-swapped atomically between requests.
 Feature rows only change when Feast materializes a new cutoff, and champions only when an
 alias moves, so the engine scores the whole served population once per such change (a
 "snapshot", built from Feast's point-in-time retrieval of the latest cutoff: the same rows
-materialization loads online) and answers requests from it. An id the snapshot does not hold
-is looked up in Feast's online store and scored on the spot; that lookup is also what tells
-an unknown id from one that has no features yet.
+materialization loads online) and answers requests from it: for customers the snapshot keeps
+each id's whole /score answer as JSON text, so a request (or a batch of 1,000) is a lookup.
+An id the snapshot does not hold is looked up in Feast's online store (a prepared
+`OnlineReader`, cached per champion set) and scored on the spot; that lookup is also what
+tells an unknown id from one that has no features yet.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.store import (
+    OnlineReader,
     StoreConfig,
     historical_frame,
     latest_directory,
-    online_lookup,
     online_refs,
     open_store,
 )
 from serving.champions import Champion, Registry
-from serving.scoring import ScoreTable, row_result, score_matrix
+from serving.scoring import ScoreTable, row_result, row_results, score_matrix
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +56,12 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class Population:
-    """Precomputed scores of every id of one entity kind, per model."""
+    """Precomputed scores of every id of one entity kind, per model; for customers also the
+    JSON text of each id's whole /score answer, so that requests only look bytes up."""
 
     index: dict[str, int]
     tables: dict[str, ScoreTable]
+    responses: list[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,11 @@ class State:
 class Engine:
     """Loads champions and the feature store, answers scoring calls, hot-swaps."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, prebuild_responses: bool = True) -> None:
+        """`prebuild_responses`: keep each customer's JSON answer in the snapshot (what the
+        service wants; batch scoring, which reads the score tables, does not)."""
         self.config = config
+        self.prebuild_responses = prebuild_responses
         self.state = State(champions={}, features_as_of=None)
         self.not_ready_reason: str | None = "starting"
         self.load_errors: dict[str, str] = {}
@@ -82,6 +91,8 @@ class Engine:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._directory_stamp: float | None = None
+        # Prepared online lookups by (feature services, key); reset when champions change.
+        self._readers: dict[tuple[tuple[str, ...], str], OnlineReader] = {}
 
     # ---- life cycle --------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -101,10 +112,19 @@ class Engine:
         return self.not_ready_reason is None
 
     def _poll(self) -> None:
+        # The first load imports Feast and MLflow and builds the snapshot: millions of
+        # long-lived objects, which the cyclic collector would keep re-scanning meanwhile.
+        gc.disable()
         try:
             self.refresh()
         except Exception:
             log.exception("first load failed")
+        finally:
+            # What is loaded now lives as long as the process: keep it out of the
+            # collector's full passes, which otherwise pause requests.
+            gc.collect()
+            gc.freeze()
+            gc.enable()
         while not self._stop.wait(self.config.poll_seconds):
             try:
                 self.refresh()
@@ -149,6 +169,7 @@ class Engine:
             if changed or self.state.customers is None:
                 # Publish the new champions first, without a snapshot: requests meanwhile are
                 # answered through the online store by the new models, never a mix of both.
+                self._readers = {}
                 self.state = State(champions, self._as_of())
                 self.not_ready_reason = None
                 self.state = self._build(champions)
@@ -193,7 +214,8 @@ class Engine:
             "scored %d customers and %d dormant contacts as of %s in %.1f s",
             len(active), len(aged) + len(former), as_of.date(), time.perf_counter() - started,
         )  # fmt: skip
-        return State(champions, str(as_of.date()), customer_pop, dormant_pop)
+        state = State(champions, str(as_of.date()), customer_pop, dormant_pop)
+        return self._with_responses(state) if self.prebuild_responses else state
 
     def _population(
         self,
@@ -212,6 +234,25 @@ class Engine:
         }
         return Population({identifier: i for i, identifier in enumerate(ids)}, tables)
 
+    def _with_responses(self, state: State) -> State:
+        """`state` with the JSON answer of every customer of its snapshot."""
+        population = state.customers
+        if population is None:
+            return state
+        models = [state.champions[m] for m in CUSTOMER_MODELS if m in state.champions]
+        rows = list(population.index.values())
+        answers = {
+            m.name: row_results(population.tables[m.name], rows, m.features, m.name, m.version)
+            for m in models
+        }
+        responses = []
+        for k, identifier in enumerate(population.index):
+            result: dict[str, Any] = {"customer_id": identifier}
+            result["features_as_of"] = state.features_as_of
+            result.update((name, answers[name][k]) for name in answers)
+            responses.append(customer_json(result))
+        return replace(state, customers=replace(population, responses=responses))
+
     # ---- requests ----------------------------------------------------------------------------
     def _require(self) -> State:
         if not self.ready:
@@ -222,7 +263,35 @@ class Engine:
         """Every customer model's answer for each id, in order."""
         state = self._require()
         models = [state.champions[m] for m in CUSTOMER_MODELS if m in state.champions]
-        return self._score(state, models, state.customers, "customer_id", ids, "customer_id")
+        return self._score(state, models, state.customers, "customer_id", ids)
+
+    def snapshot_json(self, ids: list[str]) -> list[bytes] | None:
+        """The JSON answers of `ids` when the snapshot holds every one of them, else None;
+        never touches the feature store, so it may run on the event loop."""
+        state = self._require()
+        population = state.customers
+        if population is None or population.responses is None:
+            return None
+        index, responses = population.index, population.responses
+        try:
+            return [responses[index[identifier]] for identifier in ids]
+        except KeyError:
+            return None
+
+    def customer_json(self, ids: list[str]) -> list[bytes]:
+        """`score_customers` as the JSON text of each answer (the /score body), from the
+        snapshot where it has the id and through the online store for the others."""
+        state = self._require()
+        population = state.customers
+        models = [state.champions[m] for m in CUSTOMER_MODELS if m in state.champions]
+        if population is None or population.responses is None:
+            results = self._score(state, models, population, "customer_id", ids)
+            return [customer_json(result) for result in results]
+        index, responses = population.index, population.responses
+        missing = [i for i in dict.fromkeys(ids) if i not in index]
+        live = self._score(state, models, None, "customer_id", missing) if missing else []
+        fresh = {result["customer_id"]: customer_json(result) for result in live}
+        return [responses[index[i]] if i in index else fresh[i] for i in ids]
 
     def score_dormant(self, key: str, identifier: str) -> dict[str, Any]:
         """The reactivation answer for an aged lead (lead_id) or a former customer."""
@@ -230,7 +299,7 @@ class Engine:
         models = [state.champions[m] for m in DORMANT_MODELS if m in state.champions]
         if not models:
             raise NotReadyError("the reactivation model has no champion yet")
-        return self._score(state, models, state.dormant, key, [identifier], key)[0]
+        return self._score(state, models, state.dormant, key, [identifier])[0]
 
     def _score(
         self,
@@ -239,45 +308,47 @@ class Engine:
         population: Population | None,
         key: str,
         ids: list[str],
-        label: str,
     ) -> list[dict[str, Any]]:
+        """Answers for `ids`, from the population's tables where it has the id and through
+        one online lookup by `key` for all the others."""
         index = population.index if population else {}
         missing = [i for i in dict.fromkeys(ids) if i not in index]
         live = self._live(state, models, key, missing) if missing else {}
         out = []
         for identifier in ids:
-            result: dict[str, Any] = {label: identifier, "features_as_of": state.features_as_of}
+            result: dict[str, Any] = {key: identifier, "features_as_of": state.features_as_of}
             if identifier in index:
                 assert population is not None
-                row = index[identifier]
-                for m in models:
-                    result[m.name] = row_result(
-                        population.tables[m.name], row, m.features, m.name, m.version
-                    )
+                tables, row = population.tables, index[identifier]
             else:
                 tables, row = live[identifier]
-                for m in models:
-                    result[m.name] = row_result(tables[m.name], row, m.features, m.name, m.version)
+            for m in models:
+                result[m.name] = row_result(tables[m.name], row, m.features, m.name, m.version)
             out.append(result)
         return out
+
+    def _reader(self, models: list[Champion], key: str) -> OnlineReader:
+        """The prepared online lookup of `models`' features by `key` (cached)."""
+        services = tuple(sorted({m.feature_service for m in models}))
+        reader = self._readers.get((services, key))
+        if reader is None:
+            directory = "lead_directory" if key == "lead_id" else "customer_directory"
+            refs = online_refs(self.store, list(services))
+            # The reactivation service spans leads and customers: rows carry both keys.
+            other = {}
+            if models[0].name in DORMANT_MODELS:
+                other = {"customer_id" if key == "lead_id" else "lead_id": ""}
+            reader = OnlineReader(self.store, refs, key, directory, other)
+            self._readers[(services, key)] = reader
+        return reader
 
     def _live(
         self, state: State, models: list[Champion], key: str, ids: list[str]
     ) -> dict[str, tuple[dict[str, ScoreTable], int]]:
         """Online-store lookup and scoring of ids outside the snapshot."""
-        services = sorted({m.feature_service for m in models})
-        directory = "lead_directory" if key == "lead_id" else "customer_directory"
-        refs = online_refs(self.store, services)
-        # The reactivation service spans leads and customers: rows carry both keys.
-        other = {}
-        if models[0].name in DORMANT_MODELS:
-            other = {"customer_id" if key == "lead_id" else "lead_id": ""}
-        found = online_lookup(self.store, refs, key, ids, directory, other)
+        found = self._reader(models, key).lookup(ids)
         found.check()
-        tables = {
-            m.name: score_matrix(m.scorer, found.values[m.features].to_numpy(np.float64))
-            for m in models
-        }
+        tables = {m.name: score_matrix(m.scorer, found.columns(m.features)) for m in models}
         return {identifier: (tables, i) for i, identifier in enumerate(ids)}
 
     def models(self) -> dict[str, Any]:
@@ -308,6 +379,17 @@ class Engine:
                 entry["load_error"] = self.load_errors[name]
             info["models"].append(entry)
         return info
+
+
+def customer_json(result: dict[str, Any]) -> bytes:
+    """The /score body of one `score_customers` answer: every field of `CustomerScores` in
+    its order, null for a model without a champion."""
+    body = {
+        "customer_id": result["customer_id"],
+        "features_as_of": result["features_as_of"],
+        **{name: result.get(name) for name in CUSTOMER_MODELS},
+    }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _iso(stamp: float) -> str:

@@ -4,11 +4,11 @@ reasons from XGBoost's own per-feature contributions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import xgboost as xgb
 
 BANDS = (("high", 80.0), ("medium", 50.0), ("low", 0.0))
 TOP_REASONS = 5
@@ -64,6 +64,8 @@ def score_matrix(scorer: Any, matrix: np.ndarray, reasons: bool = True) -> Score
     pct = percentiles(scores, np.asarray(scorer.meta["score_quantiles"]))
     n = len(scores)
     if reasons and scorer.booster is not None and n:
+        import xgboost as xgb
+
         # Saabas-style contributions (XGBoost's approx_contribs): linear in tree depth, where
         # exact TreeSHAP is quadratic and took seconds per thousand rows on deep boosters.
         contributions = scorer.booster.predict(
@@ -76,25 +78,39 @@ def score_matrix(scorer: Any, matrix: np.ndarray, reasons: bool = True) -> Score
     return ScoreTable(scores, pct, bands(pct), idx, contrib, matrix)
 
 
+def row_results(
+    table: ScoreTable, rows: Sequence[int], features: list[str], name: str, version: str
+) -> list[dict[str, Any]]:
+    """One model's answer for each of `rows` of a score table (converted to Python numbers
+    in bulk, which is what makes scoring a whole snapshot's answers cheap)."""
+    picked = np.asarray(rows, dtype=np.int64)
+    scores = table.score[picked].tolist()
+    percentiles_ = table.percentile[picked].tolist()
+    band = table.band[picked].tolist()
+    index = table.reason_index[picked]
+    contributions = table.reason_contribution[picked].tolist()
+    values = np.take_along_axis(table.values[picked], index, axis=1).tolist()
+    out = []
+    for r in range(len(picked)):
+        reasons = [
+            {"feature": features[j], "value": None if v != v else v, "contribution": c}
+            for j, v, c in zip(index[r].tolist(), values[r], contributions[r], strict=True)
+        ]
+        out.append(
+            {
+                "score": scores[r],
+                "percentile": round(percentiles_[r], 2),
+                "band": str(band[r]),
+                "model": name,
+                "version": version,
+                "reasons": reasons,
+            }
+        )
+    return out
+
+
 def row_result(
     table: ScoreTable, row: int, features: list[str], name: str, version: str
 ) -> dict[str, Any]:
     """One model's answer for one row of a score table."""
-    reasons = []
-    for j, c in zip(table.reason_index[row], table.reason_contribution[row], strict=True):
-        value = float(table.values[row, j])
-        reasons.append(
-            {
-                "feature": features[j],
-                "value": None if np.isnan(value) else value,
-                "contribution": float(c),
-            }
-        )
-    return {
-        "score": float(table.score[row]),
-        "percentile": round(float(table.percentile[row]), 2),
-        "band": str(table.band[row]),
-        "model": name,
-        "version": version,
-        "reasons": reasons,
-    }
+    return row_results(table, [row], features, name, version)[0]

@@ -16,13 +16,14 @@ from features.pipeline import build_features
 from features.raw_schema import RAW_SCHEMA
 from features.store import (
     NoFeaturesError,
+    OnlineReader,
     StoreConfig,
     UnknownEntityError,
     apply,
     built_cutoffs,
     historical_matrix,
+    import_feast,
     materialize,
-    online_lookup,
     online_refs,
     open_store,
 )
@@ -267,21 +268,65 @@ def test_online_lookup_tells_unknown_from_featureless(feast_home):
     former = directory.loc[directory["customer_status"] == 2, "customer_id"].iloc[0]
     active = list(latest["customer_id"].iloc[:3])
     refs = online_refs(store, ["churn_v1", "expansion_v1", "referral_v1", "clv_v1"])
-    found = online_lookup(
-        store, refs, "customer_id", [*active, "C-nobody", former], "customer_directory"
-    )
+    reader = OnlineReader(store, refs, "customer_id", "customer_directory")
+    found = reader.lookup([*active, "C-nobody", former])
     assert list(found.known) == [True, True, True, False, True]
     assert list(found.has_features) == [True, True, True, False, False]
+    assert found.status == {former: 2}
     expected = latest.set_index("customer_id").loc[active, "tenure_days"].to_numpy()
-    np.testing.assert_allclose(found.values.loc[active, "tenure_days"].to_numpy(), expected)
-    assert set(service_features("churn_v1")) <= set(found.values.columns)
+    np.testing.assert_allclose(found.columns(["tenure_days"])[:3, 0], expected)
+    assert set(service_features("churn_v1")) <= set(found.positions)
+    assert found.for_service("churn_v1").shape == (5, len(service_features("churn_v1")))
     rows = latest.set_index("customer_id").loc[active]
     expected_ratio = rows["revenue_12m"].to_numpy() / np.maximum(rows["seats"].to_numpy(), 1)
-    np.testing.assert_allclose(found.values["revenue_per_seat_12m"].to_numpy()[:3], expected_ratio)
+    ratio = found.columns(["revenue_per_seat_12m"])[:3, 0]
+    np.testing.assert_allclose(ratio, expected_ratio)
+    assert np.isnan(found.matrix[3:]).all()
     with pytest.raises(UnknownEntityError, match="C-nobody"):
-        online_lookup(store, refs, "customer_id", ["C-nobody"], "customer_directory").check()
+        reader.lookup(["C-nobody"]).check()
     with pytest.raises(NoFeaturesError, match=f"{former}.*former customer"):
-        online_lookup(store, refs, "customer_id", [former], "customer_directory").check()
+        reader.lookup([former]).check()
+
+
+def test_online_reader_matches_get_online_features(feast_home):
+    """The prepared reader returns exactly what Feast's own `get_online_features` (with the
+    on-demand view) returns, for repeated, unknown and featureless ids alike."""
+    home, _, store, report = feast_home
+    directory = pd.read_parquet(home / "features" / "customer_directory" / "directory.parquet")
+    ids = list(directory["customer_id"].iloc[:40]) + ["C-nobody"]
+    ids += ids[:3]  # repeated ids come back once per request
+    refs = online_refs(store, ["churn_v1", "expansion_v1", "referral_v1", "clv_v1"])
+    found = OnlineReader(store, refs, "customer_id", "customer_directory").lookup(ids)
+    response = store.get_online_features(features=refs, entity_rows={"customer_id": ids})
+    expected = response.to_dict()
+    names = [ref.split(":", 1)[1] for ref in refs]
+    reference = np.array([expected[n] for n in names], dtype=np.float64).T
+    np.testing.assert_array_equal(found.matrix, reference)
+    assert found.ids == ids and found.matrix.dtype == np.float64
+    assert found.has_features.sum() > 0 and not found.has_features.all()
+
+
+def test_feast_import_leaves_typeguard_alone():
+    import typeguard
+
+    before = typeguard.typechecked
+    import_feast()
+    import feast
+
+    assert typeguard.typechecked is before
+    assert feast.FeatureStore is not None
+
+
+def test_online_reader_bad_input(feast_home):
+    _, _, store, _ = feast_home
+    with pytest.raises(ValueError, match="at least one"):
+        OnlineReader(store, [], "customer_id", "customer_directory")
+    refs = online_refs(store, ["reactivation_v1"])
+    with pytest.raises(KeyError, match="customer_id"):
+        OnlineReader(store, refs, "lead_id", "lead_directory")  # no value for the other key
+    reader = OnlineReader(store, refs, "lead_id", "lead_directory", {"customer_id": ""})
+    empty = reader.lookup([])
+    assert empty.matrix.shape == (0, len(refs)) and empty.known.shape == (0,)
 
 
 def test_advancing_a_month_builds_and_materializes_only_it(tmp_path: Path):
@@ -305,8 +350,9 @@ def test_advancing_a_month_builds_and_materializes_only_it(tmp_path: Path):
         features_dir / "customer_features" / f"{second.as_of:%Y-%m-%d}.parquet"
     ).iloc[0]
     refs = online_refs(store, ["churn_v1"])
-    found = online_lookup(store, refs, "customer_id", [fresh["customer_id"]], "customer_directory")
-    assert found.values.iloc[0]["tenure_days"] == fresh["tenure_days"]
+    reader = OnlineReader(store, refs, "customer_id", "customer_directory")
+    found = reader.lookup([fresh["customer_id"]])
+    assert found.columns(["tenure_days"])[0, 0] == fresh["tenure_days"]
 
 
 def test_feast_cli_plans_the_repo(feast_home):

@@ -3,6 +3,7 @@ real `bentoml serve` subprocess over HTTP with a hot-swap while it serves."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,8 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from features.store import NoFeaturesError, StoreConfig, UnknownEntityError
-from serving.engine import Engine, EngineConfig, NotReadyError
-from serving.scoring import bands, percentiles, top_reasons
+from serving.engine import Engine, EngineConfig, NotReadyError, customer_json
+from serving.scoring import ScoreTable, bands, percentiles, row_result, row_results, top_reasons
 
 
 def test_percentiles_and_bands():
@@ -37,13 +38,33 @@ def test_top_reasons_orders_by_magnitude():
     assert list(contrib[0]) == [-0.9, 0.5, 0.3]
 
 
-def _engine(home: Path, tracking_uri: str) -> Engine:
+def test_row_results_are_plain_json_values():
+    table = ScoreTable(
+        score=np.array([0.25, 0.75]),
+        percentile=np.array([12.3456, 99.999]),
+        band=np.array(["low", "high"], dtype=object),
+        reason_index=np.array([[1, 0], [0, 1]]),
+        reason_contribution=np.array([[-0.5, 0.25], [1.5, -0.125]], dtype=np.float32),
+        values=np.array([[1.0, np.nan], [3.0, 4.0]]),
+    )
+    rows = row_results(table, [1, 0], ["a", "b"], "churn", "7")
+    assert rows[1] == row_result(table, 0, ["a", "b"], "churn", "7")
+    assert rows[1]["reasons"] == [
+        {"feature": "b", "value": None, "contribution": -0.5},
+        {"feature": "a", "value": 1.0, "contribution": 0.25},
+    ]
+    assert rows[0]["percentile"] == 100.0 and rows[0]["band"] == "high"
+    assert all(type(r["score"]) is float for r in rows)
+    assert json.loads(json.dumps(rows)) == rows
+
+
+def _engine(home: Path, tracking_uri: str, prebuild_responses: bool = True) -> Engine:
     config = EngineConfig(
         tracking_uri=tracking_uri,
         store=StoreConfig(features_dir=home / "features", feast_dir=home / "feast"),
         poll_seconds=3600,
     )
-    engine = Engine(config)
+    engine = Engine(config, prebuild_responses=prebuild_responses)
     engine.start(background=False)
     return engine
 
@@ -89,6 +110,44 @@ def test_snapshot_and_online_paths_agree(served_home):
     live = engine._live(engine.state, [engine.state.champions["churn"]], "customer_id", [active[3]])
     tables, row = live[active[3]]
     assert tables["churn"].score[row] == pytest.approx(snapshot["churn"]["score"])
+
+
+def test_json_answers_are_the_response_model(served_home):
+    """The pre-serialised snapshot answers, the live ones and the dict answers agree, and each
+    is exactly what the response model serialises (null for a model without a champion)."""
+    from dataclasses import replace
+
+    from serving.api import CustomerScores
+
+    home, uri, _ = served_home
+    engine = _engine(home, uri)
+    active, former = _ids(home)
+    ids = [active[5], active[2], active[5]]
+    expected = [CustomerScores(**r).model_dump(mode="json") for r in engine.score_customers(ids)]
+    snapshot = engine.snapshot_json(ids)
+    assert snapshot is not None and snapshot == engine.customer_json(ids)
+    assert [json.loads(b) for b in snapshot] == expected
+    assert list(json.loads(snapshot[0])) == list(CustomerScores.model_fields)
+    assert json.loads(snapshot[0])["expansion"] is None
+    assert engine.snapshot_json(["C-nobody"]) is None  # not in the snapshot: no answer here
+
+    # An id outside the snapshot is looked up online and answers the same.
+    state = engine.state
+    assert state.customers is not None
+    index = {k: v for k, v in state.customers.index.items() if k != active[2]}
+    engine.state = replace(state, customers=replace(state.customers, index=index))
+    assert engine.snapshot_json(ids) is None
+    assert [json.loads(b) for b in engine.customer_json(ids)] == expected
+    with pytest.raises(UnknownEntityError, match="C-nobody"):
+        engine.customer_json([active[0], "C-nobody"])
+    with pytest.raises(NoFeaturesError, match="former customer"):
+        engine.customer_json([former])
+
+    plain = _engine(home, uri, prebuild_responses=False)
+    assert plain.state.customers is not None and plain.state.customers.responses is None
+    assert plain.snapshot_json(ids) is None
+    assert [json.loads(b) for b in plain.customer_json(ids)] == expected
+    assert json.loads(customer_json(plain.score_customers([active[5]])[0])) == expected[0]
 
 
 def test_hot_swap_and_a_broken_version(served_home):
@@ -145,11 +204,16 @@ def test_service_over_asgi(asgi, served_home):
     assert asgi.post("/score", json={"customer_id": active[0]}).status_code == 401
     ok = asgi.post("/score", json={"customer_id": active[0]}, headers=auth)
     assert ok.status_code == 200 and ok.json()["churn"]["model"] == "churn"
+    assert ok.headers["content-type"] == "application/json"
+    assert ok.json()["expansion"] is None and len(ok.json()["clv"]["reasons"]) == 5
     cases = [
         ({"customer_id": "C-nobody"}, 404, "C-nobody"),
         ({"customer_id": former}, 409, "former customer"),
         ({"customer_id": 42}, 400, "customer_id"),
         ({"wrong": "x"}, 400, "invalid request"),
+        ({"customer_id": "C1", "extra": 1}, 400, "extra"),
+        ([1, 2], 400, "invalid request"),
+        ({"customer_id": ""}, 400, "customer_id"),
     ]
     for body, code, text in cases:
         response = asgi.post("/score", json=body, headers=auth)
@@ -165,12 +229,18 @@ def test_service_over_asgi(asgi, served_home):
     assert form.status_code == 400
     batch = asgi.post("/score_batch", json={"customer_ids": active[:5]}, headers=auth)
     assert [r["customer_id"] for r in batch.json()] == active[:5]
+    assert batch.json()[0] == ok.json()
+    mixed = asgi.post("/score_batch", json={"customer_ids": [active[0], "C-x"]}, headers=auth)
+    assert mixed.status_code == 404 and "C-x" in mixed.json()["error"]
+    wrong = asgi.post("/score_batch", json={"customer_ids": "C1"}, headers=auth)
+    assert wrong.status_code == 400 and "customer_ids" in wrong.json()["error"]
     assert asgi.post("/score_batch", json={"customer_ids": []}, headers=auth).status_code == 400
     big = asgi.post("/score_batch", json={"customer_ids": active[:21]}, headers=auth)
     assert big.status_code == 413 and "limit of 20" in big.json()["error"]
     lead = asgi.post("/score_lead", json={"lead_id": "L1", "customer_id": "C1"}, headers=auth)
     assert lead.status_code == 400
     assert asgi.post("/score_lead", json={"lead_id": "L1"}, headers=auth).status_code == 503
+    assert asgi.post("/score_lead", json={"lead_id": 7}, headers=auth).status_code == 400
     models = asgi.get("/models", headers=auth).json()
     assert models["ready"] and {m["name"] for m in models["models"] if m["loaded"]} == {
         "churn",
@@ -180,6 +250,8 @@ def test_service_over_asgi(asgi, served_home):
     for path in ("/score", "/score_lead", "/score_batch", "/models"):
         assert path in spec["paths"], path
     assert "CustomerScores" in str(spec["components"])
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
+    assert "customer_id" in body["schema"]["properties"]
 
 
 def _free_port() -> int:
