@@ -301,12 +301,12 @@ def tracking_server(
     CLV_MLFLOW_TRACKING_URI=http://HOST:PORT."""
     import os
 
-    from clv.servers import tracking_server_command
+    from clv.servers import server_environment, tracking_server_command
 
     settings = settings_of(ctx)
     command, url = tracking_server_command(settings, host=host, port=port)
     typer.echo(f"MLflow tracking server on {url}; backend {settings.server_backend_store}")
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, server_environment())
 
 
 @app.command()

@@ -19,6 +19,14 @@ from clv.settings import Settings
 READY_SECONDS = 120.0
 
 
+def server_environment() -> dict[str, str]:
+    """The server's environment: no telemetry, and none of MLflow 3's job runner (seven huey
+    worker processes for GenAI jobs this platform never submits) unless asked for."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
 def tracking_server_command(
     settings: Settings, host: str | None = None, port: int | None = None
 ) -> tuple[list[str], str]:
@@ -62,9 +70,12 @@ def tracking_server(
     """Run a tracking server for the duration of the block; yields its URL."""
     command, url = tracking_server_command(settings, port=port)
     log = open(log_file or settings.home / "tracking-server.log", "ab")  # noqa: SIM115
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=server_environment(),
+        start_new_session=True,
     )
     try:
         wait_healthy(url, process, READY_SECONDS)
