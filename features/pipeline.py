@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.columns import DIRECTORY_VIEWS, VIEW_COLUMNS
 from features.raw_schema import RAW_SCHEMA
 from features.store import built_cutoffs, write_feature_tables
 from features.transforms import build_feature_tables, directories, monthly_cutoffs
@@ -60,6 +61,26 @@ def history_cutoffs(raw: dict[str, pd.DataFrame], end: pd.Timestamp) -> list[pd.
     return monthly_cutoffs(first, end)
 
 
+def stale_views(features_dir: Path) -> list[str]:
+    """Per-cutoff views whose files on disk hold other columns than the code defines (the
+    feature definitions changed since they were built)."""
+    import pyarrow.parquet as pq
+
+    stale = []
+    for view, (key, ints, floats) in VIEW_COLUMNS.items():
+        if view in DIRECTORY_VIEWS:
+            continue
+        files = sorted((features_dir / view).glob("*.parquet"))
+        if files and set(pq.read_schema(files[-1]).names) != {
+            key,
+            "event_timestamp",
+            *ints,
+            *floats,
+        }:
+            stale.append(view)
+    return stale
+
+
 def build_features(
     raw_dir: Path,
     features_dir: Path,
@@ -72,6 +93,11 @@ def build_features(
     raw = read_raw(raw_dir)
     end = validate_raw(raw, now or pd.Timestamp.now())
     cutoffs = history_cutoffs(raw, end)
+    stale = stale_views(features_dir)
+    if stale and not rebuild:
+        log.info("feature definitions of %s changed since the last build; rebuilding every "
+                 "cutoff", ", ".join(stale))  # fmt: skip
+        rebuild = True
     done = set() if rebuild else set(built_cutoffs(features_dir))
     todo = [c for c in cutoffs if c not in done]
     tables = build_feature_tables(raw, todo)

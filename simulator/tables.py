@@ -39,6 +39,8 @@ def _ns(dates: np.ndarray) -> np.ndarray:
 
 def _dated(frame: pd.DataFrame, column: str, end: np.datetime64) -> pd.DataFrame:
     """Rows that happened before the end of history, in time order (stable)."""
+    if frame.empty:  # an event that never happened in a small world: no dated column yet
+        return frame.reset_index(drop=True)
     frame = frame[frame[column].values < end]
     return frame.sort_values(column, kind="stable").reset_index(drop=True)
 

@@ -355,6 +355,18 @@ def test_advancing_a_month_builds_and_materializes_only_it(tmp_path: Path):
     assert found.columns(["tenure_days"])[0, 0] == fresh["tenure_days"]
 
 
+def test_changed_feature_definitions_rebuild_every_cutoff(tmp_path: Path):
+    """Files built by older code (other columns) are rebuilt, not mixed with new ones."""
+    raw_dir, features_dir = tmp_path / "raw", tmp_path / "features"
+    write_world(simulate(months=18, scale=0.02, seed=12), raw_dir, tmp_path / "truth")
+    first = build_features(raw_dir, features_dir, now=NOW)
+    path = features_dir / "customer_features" / f"{first.as_of:%Y-%m-%d}.parquet"
+    pd.read_parquet(path).drop(columns=["tenure_days"]).to_parquet(path, index=False)
+    again = build_features(raw_dir, features_dir, now=NOW)
+    assert again.cutoffs_built == first.cutoffs_built
+    assert "tenure_days" in pd.read_parquet(path).columns
+
+
 def test_feast_cli_plans_the_repo(feast_home):
     home, config, _, _ = feast_home
     env = {**os.environ, **config.environment(), "CLV_HOME": str(home), "FEAST_USAGE": "False"}
