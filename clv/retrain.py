@@ -92,35 +92,17 @@ def run_retrain(settings: Settings, echo: Callable[[str], None]) -> dict[str, An
     return summary
 
 
-def current_population(features_dir: Path) -> dict[str, pd.DataFrame]:
-    """The entities scored as of the latest build, as Feast entity frames: active customers
-    for the customer models, aged leads and former customers for the dormant ones."""
-    from features.store import latest_directory
-
-    directory = latest_directory(features_dir)
-    customers, leads = directory["customer_directory"], directory["lead_directory"]
-    as_of = pd.Timestamp(customers["event_timestamp"].iloc[0]).tz_convert(None)
-    active = customers.loc[customers["customer_status"] == 1, "customer_id"].tolist()
-    former = customers.loc[customers["customer_status"] == 2, "customer_id"].tolist()
-    aged = leads.loc[leads["lead_status"] == 2, "lead_id"].tolist()
-    dormant = {"lead_id": aged + [""] * len(former), "customer_id": [""] * len(aged) + former}
-    return {
-        "customer": pd.DataFrame({"customer_id": active}).assign(event_timestamp=as_of),
-        "dormant": pd.DataFrame(dormant).assign(event_timestamp=as_of),
-    }
-
-
 def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[str, Any]:
     """Per champion: PSI of each feature and of the score between the champion's training
     rows (the sample logged with it; its test rows for older versions) and the newest month's
     population, scored by the same champion."""
-    from features.store import historical_matrix
+    from features.store import historical_matrix, latest_population
     from registry.store import RegistryStore
     from training.drift import drift_table, psi
     from training.specs import SPECS
 
     registry = RegistryStore(settings.tracking_uri, settings.artifacts_dir)
-    populations = current_population(settings.features_dir)
+    _, populations = latest_population(settings.features_dir)
     out: dict[str, Any] = {}
     for name, spec in SPECS.items():
         try:

@@ -275,6 +275,23 @@ def latest_directory(features_dir: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def latest_population(features_dir: Path) -> tuple[pd.Timestamp, dict[str, pd.DataFrame]]:
+    """The cutoff of the latest build and the entities scored as of it, as Feast entity
+    frames: "customer" (active customers) and "dormant" (aged leads, then former customers,
+    each row keyed by the one id it has)."""
+    directory = latest_directory(features_dir)
+    customers, leads = directory["customer_directory"], directory["lead_directory"]
+    as_of = pd.Timestamp(customers["event_timestamp"].iloc[0]).tz_convert(None)
+    active = customers.loc[customers["customer_status"] == 1, "customer_id"].tolist()
+    former = customers.loc[customers["customer_status"] == 2, "customer_id"].tolist()
+    aged = leads.loc[leads["lead_status"] == 2, "lead_id"].tolist()
+    dormant = {"lead_id": aged + [""] * len(former), "customer_id": [""] * len(aged) + former}
+    return as_of, {
+        "customer": pd.DataFrame({"customer_id": active}).assign(event_timestamp=as_of),
+        "dormant": pd.DataFrame(dormant).assign(event_timestamp=as_of),
+    }
+
+
 # Why a known id has no features for the service asked, by directory status.
 STATUS_WHY = {
     ("customer_id", 2): "it is a former customer (score it with /score_lead)",

@@ -28,7 +28,7 @@ from features.store import (
     OnlineReader,
     StoreConfig,
     historical_frame,
-    latest_directory,
+    latest_population,
     online_refs,
     open_store,
 )
@@ -192,27 +192,21 @@ class Engine:
     def _build(self, champions: dict[str, Champion]) -> State:
         started = time.perf_counter()
         try:
-            directory = latest_directory(self.config.store.features_dir)
+            as_of, entities = latest_population(self.config.store.features_dir)
         except FileNotFoundError as exc:
             log.warning("no feature snapshot: %s", exc)
             return State(champions, None)
-        customers = directory["customer_directory"]
-        as_of = pd.Timestamp(customers["event_timestamp"].iloc[0]).tz_convert(None)
-        active = customers.loc[customers["customer_status"] == 1, "customer_id"].tolist()
-        former = customers.loc[customers["customer_status"] == 2, "customer_id"].tolist()
-        leads = directory["lead_directory"]
-        aged = leads.loc[leads["lead_status"] == 2, "lead_id"].tolist()
+        active = entities["customer"]["customer_id"].tolist()
+        dormant = entities["dormant"]
+        contacts = [lead or customer for lead, customer in zip(
+            dormant["lead_id"], dormant["customer_id"], strict=True)]  # fmt: skip
         models = [champions[m] for m in CUSTOMER_MODELS if m in champions]
-        customer_pop = self._population(models, {"customer_id": active}, as_of, active)
-        dormant_keys = {
-            "lead_id": aged + [""] * len(former),
-            "customer_id": [""] * len(aged) + former,
-        }
+        customer_pop = self._population(models, entities["customer"], active)
         dormant_models = [champions[m] for m in DORMANT_MODELS if m in champions]
-        dormant_pop = self._population(dormant_models, dormant_keys, as_of, aged + former)
+        dormant_pop = self._population(dormant_models, dormant, contacts)
         log.info(
             "scored %d customers and %d dormant contacts as of %s in %.1f s",
-            len(active), len(aged) + len(former), as_of.date(), time.perf_counter() - started,
+            len(active), len(contacts), as_of.date(), time.perf_counter() - started,
         )  # fmt: skip
         state = State(champions, str(as_of.date()), customer_pop, dormant_pop)
         return self._with_responses(state) if self.prebuild_responses else state
@@ -220,14 +214,12 @@ class Engine:
     def _population(
         self,
         models: list[Champion],
-        keys: dict[str, list[str]],
-        as_of: pd.Timestamp,
+        entity: pd.DataFrame,
         ids: list[str],
     ) -> Population | None:
         if not models or not ids:
             return None
         refs = online_refs(self.store, sorted({m.feature_service for m in models}))
-        entity = pd.DataFrame(keys).assign(event_timestamp=as_of)
         _, frame = historical_frame(self.store, refs, entity, "snapshot")
         tables = {
             m.name: score_matrix(m.scorer, frame[m.features].to_numpy(np.float64)) for m in models

@@ -115,12 +115,11 @@ def test_one_run_at_a_time(tmp_path: Path):
 def test_drift_populations_cover_customer_and_dormant_models(feast_home):
     """The newest month's entities for drift: active customers, and aged leads plus former
     customers for reactivation, each with the full feature service from Feast."""
-    from clv.retrain import current_population
     from features.columns import service_features
-    from features.store import historical_matrix
+    from features.store import historical_matrix, latest_population
 
     home, _, store, _ = feast_home
-    populations = current_population(home / "features")
+    _, populations = latest_population(home / "features")
     for entity, service in (("customer", "churn_v1"), ("dormant", "reactivation_v1")):
         frame = populations[entity]
         assert len(frame) > 20, entity
