@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def train_models(
     return results
 
 
+@contextlib.contextmanager
+def _row_scorer(settings: Settings) -> Iterator[Callable | None]:
+    """With CLV_DASK_SCHEDULER set, each model scores the population on the Dask cluster, a
+    block of rows per worker, with the service's own `score_matrix`; else in this process."""
+    if not settings.dask_scheduler:
+        yield None
+        return
+    from serving.scoring import concat_tables, score_matrix
+    from training.distributed import block_map, dask_client
+
+    with dask_client(settings.dask_scheduler, workers=settings.dask_workers) as client:
+        run = block_map(client, score_matrix)
+        yield lambda scorer, matrix: concat_tables(run(scorer, matrix))
+
+
 def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
     """Score the whole served population with the champions, from Feast's offline store,
     with the service's own maths; write one parquet row per entity."""
@@ -67,8 +83,9 @@ def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
     from clv.compose import engine_config
     from serving.engine import Engine
 
-    engine = Engine(engine_config(settings), prebuild_responses=False)
-    engine.refresh()
+    with _row_scorer(settings) as score_rows:
+        engine = Engine(engine_config(settings), prebuild_responses=False, score_rows=score_rows)
+        engine.refresh()
     if not engine.ready:
         raise LookupError(f"cannot score: {engine.not_ready_reason}")
     state = engine.state

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,11 +79,19 @@ class State:
 class Engine:
     """Loads champions and the feature store, answers scoring calls, hot-swaps."""
 
-    def __init__(self, config: EngineConfig, prebuild_responses: bool = True) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        prebuild_responses: bool = True,
+        score_rows: Callable[[Any, np.ndarray], ScoreTable] | None = None,
+    ) -> None:
         """`prebuild_responses`: keep each customer's JSON answer in the snapshot (what the
-        service wants; batch scoring, which reads the score tables, does not)."""
+        service wants; batch scoring, which reads the score tables, does not). `score_rows`
+        scores a whole population's matrix for one model (default `score_matrix` in this
+        process; batch scoring may spread it over a Dask cluster)."""
         self.config = config
         self.prebuild_responses = prebuild_responses
+        self.score_rows = score_rows or score_matrix
         self.state = State(champions={}, features_as_of=None)
         self.not_ready_reason: str | None = "starting"
         self.load_errors: dict[str, str] = {}
@@ -222,7 +231,8 @@ class Engine:
         refs = online_refs(self.store, sorted({m.feature_service for m in models}))
         _, frame = historical_frame(self.store, refs, entity, "snapshot")
         tables = {
-            m.name: score_matrix(m.scorer, frame[m.features].to_numpy(np.float64)) for m in models
+            m.name: self.score_rows(m.scorer, frame[m.features].to_numpy(np.float64))
+            for m in models
         }
         return Population({identifier: i for i, identifier in enumerate(ids)}, tables)
 

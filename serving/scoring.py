@@ -78,6 +78,12 @@ def score_matrix(scorer: Any, matrix: np.ndarray, reasons: bool = True) -> Score
     return ScoreTable(scores, pct, bands(pct), idx, contrib, matrix)
 
 
+def concat_tables(tables: Sequence[ScoreTable]) -> ScoreTable:
+    """One score table from the tables of consecutive row blocks (in order)."""
+    fields = ("score", "percentile", "band", "reason_index", "reason_contribution", "values")
+    return ScoreTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in fields))
+
+
 def row_results(
     table: ScoreTable, rows: Sequence[int], features: list[str], name: str, version: str
 ) -> list[dict[str, Any]]:

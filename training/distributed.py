@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -95,3 +95,17 @@ class DaskTrainer:
 
         result = dxgb.inplace_predict(self.client, booster, self._array(X))
         return np.asarray(result.compute())
+
+
+def block_map(client: Any, function: Callable[[Any, np.ndarray], Any]) -> Callable[..., list]:
+    """`function(model, matrix)` run on the cluster: the matrix is cut into one block of rows
+    per worker, the model is sent once; returns the per-block results in row order."""
+
+    def run(model: Any, matrix: np.ndarray) -> list:
+        workers = max(1, len(client.scheduler_info()["workers"]))
+        size = max(1, math.ceil(len(matrix) / workers))
+        blocks = client.scatter([matrix[i : i + size] for i in range(0, len(matrix), size)])
+        shared = client.scatter(model, broadcast=True)
+        return list(client.gather([client.submit(function, shared, b) for b in blocks]))
+
+    return run
