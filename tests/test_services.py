@@ -255,6 +255,13 @@ def test_a_two_worker_service_serves_and_hot_swaps(scale):
             time.sleep(0.5)
         else:
             pytest.fail("the two-worker service never became ready")
+        # /readyz answers for the worker that takes the request: wait until both serve.
+        streak = 0
+        while time.time() < deadline and streak < 10:
+            ok = httpx.post(f"{base}/score", json={"customer_id": customer}, timeout=10)
+            streak = streak + 1 if ok.status_code == 200 else 0
+            time.sleep(0 if streak else 0.5)
+        assert streak >= 10, "a worker never became ready"
 
         def versions(n: int) -> set[str]:
             seen = set()

@@ -25,6 +25,7 @@ import pandas as pd
 import xgboost as xgb
 from optuna.trial import TrialState
 from sklearn.metrics import roc_auc_score
+from sqlalchemy.pool import NullPool
 
 from training.model import BoostedModel
 from training.specs import ModelSpec
@@ -112,9 +113,11 @@ def study_storage(url: str, heartbeat: Heartbeat | None = None) -> Any:
     beat = heartbeat or Heartbeat()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # No pool: every study object would otherwise keep its own idle connections open,
+        # and a long process (a test session, a scheduler) opens many studies.
         return optuna.storages.RDBStorage(
             url,
-            engine_kwargs={"pool_pre_ping": True},
+            engine_kwargs={"poolclass": NullPool},
             heartbeat_interval=beat.interval,
             grace_period=beat.grace,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
