@@ -143,15 +143,14 @@ def _churn_data(home: str) -> Any:
 def optuna_rate(home: str, storage: str, workers: int, trials: int) -> dict[str, Any]:
     """Trials per minute of one fresh churn study run by `workers` processes."""
     from training.specs import SPECS
-    from training.tuning import tune
+    from training.tuning import StudyPlan, tune
 
     data = _churn_data(home)
     X_tr, y_tr, _ = data.rows("train")
     X_va, y_va, _ = data.rows("valid")
     started = time.perf_counter()
-    result = tune(SPECS["churn"], X_tr, y_tr, X_va, y_va, trials=trials, storage=storage,
-                  study_name=f"bench-{workers}-{uuid.uuid4().hex[:6]}", seed=1,
-                  workers=workers)  # fmt: skip
+    plan = StudyPlan(SPECS["churn"], storage, f"bench-{workers}-{uuid.uuid4().hex[:6]}", trials, 1)
+    result = tune(plan, X_tr, y_tr, X_va, y_va, workers=workers)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "trials": result.trials, "per_minute": result.trials / seconds * 60,
             "train_rows": len(y_tr), "best_valid_auc": result.value}  # fmt: skip

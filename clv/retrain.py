@@ -96,6 +96,7 @@ def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[st
     """Per champion: PSI of each feature and of the score between the champion's training
     rows (the sample logged with it; its test rows for older versions) and the newest month's
     population, scored by the same champion."""
+    from features.columns import CALENDAR_FEATURES
     from features.store import historical_matrix, latest_population
     from registry.store import RegistryStore
     from training.drift import drift_table, psi
@@ -124,7 +125,7 @@ def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[st
         except Exception as exc:  # a broken champion must not stop the retrain; it is reported
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        table = drift_table(reference[features], current[features])
+        table = drift_table(reference[features], current[features], skip=CALENDAR_FEATURES)
         out[name] = {
             "champion": champion,
             "reference": f"{len(reference)} {source} rows of v{champion}",
@@ -132,6 +133,7 @@ def drift_report(settings: Settings, store: Any, as_of: pd.Timestamp) -> dict[st
             "score_psi": score_psi,
             "max_psi": float(table["psi"].max()) if len(table) else 0.0,
             "top": table.head(5).to_dict("records"),
+            "left_out": sorted(CALENDAR_FEATURES & set(features)),  # calendar, not drift
         }
     return out
 

@@ -84,6 +84,9 @@ CUSTOMER_DIRECTORY_INT = ["customer_status"]  # 1 active, 2 former at the last c
 LEAD_DIRECTORY_INT = ["lead_status"]  # 1 open, 2 aged, 3 converted at the last cutoff
 
 # -- request-time features, computed by the on-demand view at lookup time ----------------------
+# Features that follow the calendar, not the customers: a new month always differs from a
+# training window of many months, so drift reports leave them out.
+CALENDAR_FEATURES = frozenset({"month_of_year"})
 ON_DEMAND_FLOAT = ["revenue_per_seat_12m", "sessions_per_active_user_4w"]
 
 VIEW_COLUMNS: dict[str, tuple[str, list[str], list[str]]] = {

@@ -67,6 +67,8 @@ def test_month_advance_retrains_on_the_new_window(settings: Settings):
     for name, report in drift.items():
         assert "error" not in report, (name, report)
         assert report["score_psi"] >= 0 and report["max_psi"] >= 0
+        # the calendar month always differs from a many-month window: not counted as drift
+        assert "month_of_year" not in {row["feature"] for row in report["top"]}
         assert report["reference"].split()[1] == "train"  # against the champion's training rows
     from mlflow.tracking import MlflowClient
 
@@ -126,3 +128,18 @@ def test_drift_populations_cover_customer_and_dormant_models(feast_home):
         _, matrix = historical_matrix(store, service, frame)
         assert list(matrix.columns) == service_features(service)
         assert matrix.notna().any(axis=1).mean() > 0.9, entity
+
+
+def test_drift_table_skips_calendar_features():
+    import numpy as np
+    import pandas as pd
+
+    from features.columns import CALENDAR_FEATURES
+    from training.drift import drift_table
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"month_of_year": rng.integers(1, 13, 500), "x": rng.normal(size=500)})
+    current = pd.DataFrame({"month_of_year": np.full(200, 1), "x": rng.normal(size=200)})
+    assert drift_table(reference, current)["feature"].iloc[0] == "month_of_year"  # huge PSI
+    table = drift_table(reference, current, skip=CALENDAR_FEATURES)
+    assert list(table["feature"]) == ["x"] and table["psi"].iloc[0] < 0.1

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,34 +304,31 @@ def _slow_spec():
     return SPECS["churn"].model_copy(update={"search_space": space, "max_rounds": 150})
 
 
-@pytest.mark.slow  # hung intermittently under load (a PostgreSQL lock wait); kept out of CI
 @pytest.mark.services
 def test_a_killed_worker_loses_no_trial(servers):
     import optuna
 
-    from training.tuning import Heartbeat, open_study, run_trials, tune
+    from training.tuning import Heartbeat, StudyPlan, open_study, run_trials, tune
 
-    beat = Heartbeat(interval=1, grace=3)
     spec, arrays = _slow_spec(), _slow_problem()
     X_tr, y_tr, X_va, y_va = arrays
     with database("killed") as storage:
+        plan = StudyPlan(spec, storage, "killed", 3, 0, Heartbeat(interval=1, grace=3))
         context = multiprocessing.get_context("spawn")
-        victim = context.Process(
-            target=run_trials, args=(spec, arrays, 3, storage, "killed", 1, 1, beat, "victim")
-        )
-        victim.start()
-        study = open_study(spec, storage, "killed", 0, beat)
+        args = (replace(plan, seed=1), arrays, 1, "victim")
+        victim = context.Process(target=run_trials, args=args)
+        victim.start()  # races this process to create Optuna's tables; both must cope
+        study = open_study(plan)
         deadline = time.time() + 120
         while time.time() < deadline and not study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
         ):
             time.sleep(0.05)
-        os.kill(victim.pid, signal.SIGKILL)  # dies inside its first trial
+        assert victim.is_alive(), "the worker died before its first trial"
+        # Dies inside its first trial, possibly before that trial's first heartbeat.
+        os.kill(victim.pid, signal.SIGKILL)
         victim.join()
-        result = tune(
-            spec, pd.DataFrame(X_tr), y_tr, pd.DataFrame(X_va), y_va, trials=3,
-            storage=storage, study_name="killed", seed=0, heartbeat=beat,
-        )  # fmt: skip
+        result = tune(plan, pd.DataFrame(X_tr), y_tr, pd.DataFrame(X_va), y_va, study=study)
         states = [t.state.name for t in study.get_trials(deepcopy=False)]
         retried = [t for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs]
         optuna.delete_study(study_name="killed", storage=storage)
@@ -344,14 +342,12 @@ def test_a_killed_worker_loses_no_trial(servers):
 def test_two_worker_processes_share_a_study_exactly(servers):
     import optuna
 
-    from training.tuning import tune
+    from training.tuning import StudyPlan, tune
 
     spec, (X_tr, y_tr, X_va, y_va) = _slow_spec(), _slow_problem(1)
     with database("workers") as storage:
-        result = tune(
-            spec, pd.DataFrame(X_tr), y_tr, pd.DataFrame(X_va), y_va, trials=5,
-            storage=storage, study_name="shared", seed=0, workers=2,
-        )  # fmt: skip
+        plan = StudyPlan(spec, storage, "shared", 5, 0)
+        result = tune(plan, pd.DataFrame(X_tr), y_tr, pd.DataFrame(X_va), y_va, workers=2)
         trials = optuna.load_study(study_name="shared", storage=storage).trials
         optuna.delete_study(study_name="shared", storage=storage)
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]

@@ -214,3 +214,25 @@ gate = {{ primary_floor = 0.5 }}
     assert MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri).get_registered_model(
         "lapse_60d"
     )
+
+
+def test_a_trial_that_never_sent_a_heartbeat_is_failed_and_queued_again(tmp_path: Path):
+    """A worker killed between creating a trial and its first heartbeat: Optuna alone would
+    leave that trial RUNNING for ever and the study waiting on it."""
+    import time
+
+    import optuna
+
+    from training.tuning import Heartbeat, StudyPlan, open_study
+
+    plan = StudyPlan(
+        SPECS["churn"], f"sqlite:///{tmp_path / 'optuna.db'}", "silent", 3, 0, Heartbeat(1, 1)
+    )
+    study = open_study(plan)
+    silent = study.ask()  # RUNNING, and no heartbeat thread ever started for it
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[silent.number].state.name == "RUNNING"  # still within the grace period
+    time.sleep(1.5)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states  # failed, and its parameters queued again

@@ -35,13 +35,16 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = BINS) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift_table(reference: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
-    """PSI per shared column, largest first."""
+def drift_table(
+    reference: pd.DataFrame, current: pd.DataFrame, skip: frozenset[str] = frozenset()
+) -> pd.DataFrame:
+    """PSI per shared numeric column not in `skip`, largest first."""
     rows = [
         {"feature": c, "psi": psi(reference[c].to_numpy(float), current[c].to_numpy(float))}
         for c in reference.columns
         if c in current.columns
+        and c not in skip
         and pd.api.types.is_numeric_dtype(reference[c])
         and pd.api.types.is_numeric_dtype(current[c])
     ]
-    return pd.DataFrame(rows).sort_values("psi", ascending=False).reset_index(drop=True)
+    return pd.DataFrame(rows, columns=["feature", "psi"]).sort_values("psi", ascending=False).reset_index(drop=True)

@@ -31,7 +31,7 @@ from training.evaluation import (
 from training.metrics import regression_metrics
 from training.model import BoostedModel
 from training.specs import ModelSpec
-from training.tuning import open_study, tune
+from training.tuning import StudyPlan, open_study, tune
 
 log = logging.getLogger(__name__)
 QUANTILES = np.linspace(0, 100, 101)
@@ -98,16 +98,14 @@ def train(
     X_va, y_va, _ = data.rows("valid")
     X_te, y_te, keys_te = data.rows("test")
     name = study_name(spec, data)
-    open_study(spec, config.study_storage, name, config.seed)  # fail early on a bad storage
+    plan = StudyPlan(spec, config.study_storage, name, config.trials, config.seed)
+    study = open_study(plan)  # fail early on a bad storage, before anything is logged
     log.info(
         "%s: %d train / %d valid / %d test rows (%s)",
         spec.name, len(y_tr), len(y_va), len(y_te), data.split.describe(),
     )  # fmt: skip
     if config.join:  # a worker on another machine: add trials to the shared study, no more
-        joined = tune(
-            spec, X_tr, y_tr, X_va, y_va, trials=config.trials, storage=config.study_storage,
-            study_name=name, seed=config.seed, workers=config.workers,
-        )  # fmt: skip
+        joined = tune(plan, X_tr, y_tr, X_va, y_va, workers=config.workers, study=study)
         metrics = {f"valid_{spec.primary_metric}": joined.value}
         seconds = time.perf_counter() - started
         note = f"joined study {name}: {joined.trials} trials"
@@ -147,18 +145,7 @@ def train(
                 "trials_requested": config.trials,
             }
         )
-        result = tune(
-            spec,
-            X_tr,
-            y_tr,
-            X_va,
-            y_va,
-            trials=config.trials,
-            storage=config.study_storage,
-            study_name=name,
-            seed=config.seed,
-            workers=config.workers,
-        )
+        result = tune(plan, X_tr, y_tr, X_va, y_va, workers=config.workers, study=study)
         for number, params, value, rounds in result.history:
             tracking.log_trial(number, params, value, rounds, spec.primary_metric)
         tracking.log_params({f"best_{k}": v for k, v in result.params.items()})

@@ -15,8 +15,8 @@ import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,7 @@ REPORT_EVERY = 10
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-TrialCallback = Callable[[int, dict[str, Any], float, int], None]
+OPEN_ATTEMPTS = 3
 
 
 class StorageError(ConnectionError):
@@ -54,6 +53,18 @@ class Heartbeat:
 
     interval: int = HEARTBEAT_SECONDS
     grace: int = GRACE_SECONDS
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Which study to run and how far: what every process that works on it must agree on."""
+
+    spec: ModelSpec
+    storage: str
+    study_name: str
+    trials: int
+    seed: int
+    heartbeat: Heartbeat | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,36 @@ def validation_score(spec: ModelSpec, y: np.ndarray, pred: np.ndarray) -> float:
     return float(roc_auc_score(y, pred))
 
 
+class _HeartbeatStorage(optuna.storages.RDBStorage):
+    """An RDB storage that also counts as stale a running trial that never sent a heartbeat.
+
+    Optuna creates a trial (RUNNING) and only then starts the thread that records its first
+    heartbeat; a worker killed in between leaves a RUNNING trial without a heartbeat row, which
+    Optuna's own check skips for ever, and the study would wait on it for ever."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period or 2 * (self.heartbeat_interval or HEARTBEAT_SECONDS)
+        started_before = datetime.now() - timedelta(seconds=grace)
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        silent = [
+            t._trial_id
+            for t in running
+            if t._trial_id not in stale
+            and t.datetime_start is not None
+            and t.datetime_start < started_before
+            and not self._has_heartbeat(t._trial_id)
+        ]
+        return stale + silent
+
+    def _has_heartbeat(self, trial_id: int) -> bool:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session) as session:
+            return models.TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
+
+
 def study_storage(url: str, heartbeat: Heartbeat | None = None) -> Any:
     """The storage object for `url`: an RDB storage with trial heartbeats for database URLs
     (SQLite, PostgreSQL, MySQL), anything else as Optuna reads it."""
@@ -115,7 +156,7 @@ def study_storage(url: str, heartbeat: Heartbeat | None = None) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # No pool: every study object would otherwise keep its own idle connections open,
         # and a long process (a test session, a scheduler) opens many studies.
-        return optuna.storages.RDBStorage(
+        return _HeartbeatStorage(
             url,
             engine_kwargs={"poolclass": NullPool},
             heartbeat_interval=beat.interval,
@@ -124,21 +165,37 @@ def study_storage(url: str, heartbeat: Heartbeat | None = None) -> Any:
         )
 
 
-def open_study(
-    spec: ModelSpec, storage: str, study_name: str, seed: int, heartbeat: Heartbeat | None = None
-) -> optuna.Study:
-    """Create or resume the study `study_name` in `storage`."""
-    try:
-        return optuna.create_study(
-            study_name=study_name,
-            storage=study_storage(storage, heartbeat),
-            load_if_exists=True,
-            direction="maximize" if spec.higher_is_better else "minimize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
-        )
-    except Exception as exc:  # SQLAlchemy raises many types for an unreachable database
-        raise StorageError(f"Optuna storage {storage} cannot be reached: {exc}") from exc
+def open_study(plan: StudyPlan) -> optuna.Study:
+    """Create or resume the plan's study. Workers that start together on a fresh database race
+    to create Optuna's tables; the loser sees an integrity error and simply tries again."""
+    spec = plan.spec
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            return optuna.create_study(
+                study_name=plan.study_name,
+                storage=study_storage(plan.storage, plan.heartbeat),
+                load_if_exists=True,
+                direction="maximize" if spec.higher_is_better else "minimize",
+                sampler=optuna.samplers.TPESampler(seed=plan.seed),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+            )
+        except Exception as exc:  # SQLAlchemy raises many types for an unreachable database
+            if attempt < OPEN_ATTEMPTS and _is_schema_race(exc):
+                time.sleep(0.5 * attempt)
+                continue
+            raise StorageError(f"Optuna storage {plan.storage} cannot be reached: {exc}") from exc
+    raise AssertionError("not reached")
+
+
+def _is_schema_race(exc: BaseException) -> bool:
+    """Another process created the same tables (or study) at the same moment."""
+    from sqlalchemy.exc import IntegrityError
+
+    while exc is not None:
+        if isinstance(exc, IntegrityError) or "UniqueViolation" in type(exc).__name__:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -146,22 +203,21 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def run_trials(
-    spec: ModelSpec,
+    plan: StudyPlan,
     arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    trials: int,
-    storage: str,
-    study_name: str,
-    seed: int,
     nthread: int = 2,
-    heartbeat: Heartbeat | None = None,
     worker: str = "",
+    study: optuna.Study | None = None,
 ) -> int:
-    """Run trials of the study until it holds `trials` finished ones (counting the trials other
-    workers are running). The loop of every worker, local or remote; returns trials run here."""
+    """Run trials of the study until it holds `plan.trials` finished ones (counting the trials
+    other workers are running). The loop of every worker, local or remote; returns the number
+    of trials run here. `study` is the caller's open study (one storage per process)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec, trials = plan.spec, plan.trials
     X_train, y_train, X_valid, y_valid = arrays
-    study = open_study(spec, storage, study_name, seed, heartbeat)
-    base = {**BoostedModel(objective=spec.objective, seed=seed)._xgb_params(), "nthread": nthread}
+    study = study or open_study(plan)
+    base = BoostedModel(objective=spec.objective, seed=plan.seed)._xgb_params()
+    base["nthread"] = nthread
     metric = base["eval_metric"]
     dtrain = xgb.DMatrix(X_train, label=y_train)
     dvalid = xgb.DMatrix(X_valid, label=y_valid)
@@ -173,7 +229,7 @@ def run_trials(
         taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         if sum(1 for t in taken if t.number < trial.number) >= trials:
             study.stop()
-            raise _Surplus(f"study {study_name} already has {trials} trials")
+            raise _Surplus(f"study {plan.study_name} already has {trials} trials")
         ran += 1
         params = {**base, **sample_params(trial, spec)}
         booster = xgb.train(
@@ -211,21 +267,16 @@ def run_trials(
     return ran
 
 
-def _worker_main(args: tuple, level: int) -> None:
+def _worker_main(plan: StudyPlan, arrays: tuple, nthread: int, worker: str, level: int) -> None:
     """Entry point of a spawned worker process."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_trials(*args)
+    run_trials(plan, arrays, nthread, worker)
 
 
 def run_workers(
-    spec: ModelSpec,
+    plan: StudyPlan,
     arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    trials: int,
-    storage: str,
-    study_name: str,
-    seed: int,
     workers: int,
-    heartbeat: Heartbeat | None = None,
 ) -> list[int | None]:
     """Run the study in `workers` fresh processes (spawned, so no OpenMP or database state is
     inherited) and wait for them; returns their exit codes. Each gets a share of the cores and
@@ -235,53 +286,52 @@ def run_workers(
     level = logging.getLogger().getEffectiveLevel()
     processes = []
     for i in range(workers):
-        args = (spec, arrays, trials, storage, study_name, seed + i, nthread, heartbeat, str(i + 1))
-        process = context.Process(target=_worker_main, args=(args, level), name=f"tune-{i + 1}")
+        own = replace(plan, seed=plan.seed + i)
+        args = (own, arrays, nthread, str(i + 1), level)
+        process = context.Process(target=_worker_main, args=args, name=f"tune-{i + 1}")
         process.start()
         processes.append(process)
     for process in processes:
         process.join()
         if process.exitcode:
-            log.warning("%s: tuning worker %s exited with %s", spec.name, process.name,
+            log.warning("%s: tuning worker %s exited with %s", plan.spec.name, process.name,
                         process.exitcode)  # fmt: skip
     return [p.exitcode for p in processes]
 
 
 def tune(
-    spec: ModelSpec,
+    plan: StudyPlan,
     X_train: pd.DataFrame,
     y_train: np.ndarray,
     X_valid: pd.DataFrame,
     y_valid: np.ndarray,
-    trials: int,
-    storage: str,
-    study_name: str,
-    seed: int,
     workers: int = 1,
-    heartbeat: Heartbeat | None = None,
+    study: optuna.Study | None = None,
 ) -> TuningResult:
-    """Run the study until it holds `trials` finished trials (in this process, or in `workers`
-    processes); return its best trial. Trials left undone by workers that died are run here."""
-    study = open_study(spec, storage, study_name, seed, heartbeat)
+    """Run the study until it holds `plan.trials` finished trials (in this process, or in
+    `workers` processes); return its best trial. Trials left undone by workers that died are
+    run here. `study` is the plan's study if the caller has it open already."""
+    spec, trials = plan.spec, plan.trials
+    study = study or open_study(plan)
     done = len(finished_trials(study))
     if done:
-        log.info("%s: resuming study %s (%d trials done)", spec.name, study_name, done)
+        log.info("%s: resuming study %s (%d trials done)", spec.name, plan.study_name, done)
     arrays = (X_train.to_numpy(np.float64), np.asarray(y_train),
               X_valid.to_numpy(np.float64), np.asarray(y_valid))  # fmt: skip
     if workers > 1 and done < trials:
-        run_workers(spec, arrays, trials, storage, study_name, seed, workers, heartbeat)
-    beat = heartbeat or Heartbeat()
+        run_workers(plan, arrays, workers)
+    beat = plan.heartbeat or Heartbeat()
     while (before := len(finished_trials(study))) < trials:
-        ran = run_trials(spec, arrays, trials, storage, study_name, seed, heartbeat=heartbeat)
+        ran = run_trials(plan, arrays, study=study)
         if len(finished_trials(study)) > before:
             continue
         if ran:
-            raise RuntimeError(f"model {spec.name}: trials of study {study_name} keep failing")
+            raise RuntimeError(f"model {spec.name}: trials of study {plan.study_name} keep failing")
         # Other processes hold the remaining trials: wait until they finish, or until their
         # heartbeat goes stale and their trials are queued again for this process.
         time.sleep(beat.interval)
         optuna.storages.fail_stale_trials(study)
-    return result_of(study, spec, study_name)
+    return result_of(study, spec, plan.study_name)
 
 
 def result_of(study: optuna.Study, spec: ModelSpec, study_name: str) -> TuningResult:
