@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).parent
 YAML_FILE = REPO_DIR / "feature_store.yaml"
+SQLITE_STORE_TYPE = "features.online_sqlite.BatchedSqliteOnlineStore"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class StoreConfig:
         if self.online_store == "redis":
             online = f'{{type: redis, connection_string: "{self.redis_url}"}}'
         else:
-            online = f'{{type: sqlite, path: "{self.feast_dir / "online.db"}"}}'
+            # Feast's SQLite store with a batched write (features/online_sqlite.py)
+            online = f'{{type: {SQLITE_STORE_TYPE}, path: "{self.feast_dir / "online.db"}"}}'
         return {"FEAST_REGISTRY_CONFIG": registry, "FEAST_ONLINE_STORE_CONFIG": online}
 
 

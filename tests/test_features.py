@@ -381,3 +381,47 @@ def test_feast_cli_plans_the_repo(feast_home):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "techflow" in result.stdout
+
+
+def test_batched_sqlite_store_writes_exactly_what_feasts_loop_writes(feast_home, tmp_path: Path):
+    """The embedded online store only batches Feast's SQLite write: same table, same rows."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from features.online_sqlite import BatchedSqliteOnlineStore
+    from features.store import StoreConfig, repo_config
+
+    _, config, store, _ = feast_home
+    view = store.get_feature_view("customer_features")
+    when = datetime(2025, 12, 1, tzinfo=UTC)
+    data = [
+        (
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=f"C-{i}")]),
+            {
+                "tenure_months": Value(double_val=i / 3),
+                "seats": Value(int64_val=i),
+                "orders_1m": Value(),
+            },  # an unset value (missing feature) too
+            when,
+            None if i % 2 else when,
+        )  # fmt: skip
+        for i in range(50)
+    ]
+    tables = {}
+    for name, impl in (("feast", SqliteOnlineStore()), ("batched", BatchedSqliteOnlineStore())):
+        repo = repo_config(StoreConfig(config.features_dir, tmp_path / name))
+        impl.update(repo, [], [view], [], [], partial=False)
+        impl.online_write_batch(repo, view, data, None)
+        impl.online_write_batch(repo, view, data[:10], None)  # upserts, as materialize does
+        with sqlite3.connect(repo.online_store.path) as db:
+            rows = db.execute(
+                "SELECT entity_key, feature_name, value, value_text, event_ts, created_ts "
+                "FROM techflow_customer_features ORDER BY entity_key, feature_name"
+            ).fetchall()
+        tables[name] = rows
+    assert type(store._get_provider().online_store).__name__ == "BatchedSqliteOnlineStore"
+    assert len(tables["feast"]) == 150 and tables["batched"] == tables["feast"]

@@ -47,4 +47,5 @@ def drift_table(
         and pd.api.types.is_numeric_dtype(reference[c])
         and pd.api.types.is_numeric_dtype(current[c])
     ]
-    return pd.DataFrame(rows, columns=["feature", "psi"]).sort_values("psi", ascending=False).reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=["feature", "psi"])
+    return table.sort_values("psi", ascending=False).reset_index(drop=True)

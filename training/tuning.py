@@ -161,7 +161,9 @@ def study_storage(url: str, heartbeat: Heartbeat | None = None) -> Any:
             engine_kwargs={"poolclass": NullPool},
             heartbeat_interval=beat.interval,
             grace_period=beat.grace,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=3
+            ),
         )
 
 
