@@ -123,8 +123,7 @@ def lookup_latency(home: str, engines: dict[str, Any]) -> dict[str, Any]:
 
 # ---- part 2: Optuna workers -----------------------------------------------------------------
 def _churn_data(home: str) -> Any:
-    from clv.compose import store_config
-    from clv.workflows import world_now
+    from clv.compose import store_config, world_now
     from features.pipeline import read_raw
     from features.store import built_cutoffs, open_store
     from features.validation import validate_raw

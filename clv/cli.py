@@ -125,7 +125,7 @@ def features_build(
     ] = False,
 ) -> None:
     """Compute per-cutoff feature tables from $CLV_HOME/raw into $CLV_HOME/features."""
-    from clv.workflows import world_now
+    from clv.compose import world_now
     from features.pipeline import build_features
 
     settings = settings_of(ctx)

@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from clv.settings import Settings
 from features.store import StoreConfig
 from serving.engine import EngineConfig
@@ -25,6 +27,16 @@ def store_config(settings: Settings) -> StoreConfig:
         registry_url=settings.feast_registry_url,
         project=settings.feast_project,
     )
+
+
+def world_now(settings: Settings) -> pd.Timestamp:
+    """Today, for data validation: a simulated world's own last day when the raw folder was
+    written by the simulator (an advanced world lives in the future), else the clock."""
+    from simulator.io import MANIFEST, Manifest
+
+    if (settings.raw_dir / MANIFEST).exists():
+        return max(pd.Timestamp(Manifest.read(settings.raw_dir).as_of), pd.Timestamp.now())
+    return pd.Timestamp.now()
 
 
 def git_revision() -> str:
