@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clv.compose import job_config, store_config
+from clv.compose import job_config, store_config, world_now
 from clv.settings import Settings
 from features.pipeline import read_raw
 from features.store import built_cutoffs, open_store
@@ -19,16 +19,6 @@ from training.job import TrainResult, train
 from training.specs import SPECS, get_spec, load_specs
 
 log = logging.getLogger(__name__)
-
-
-def world_now(settings: Settings) -> pd.Timestamp:
-    """Today, for data validation: a simulated world's own last day when the raw folder was
-    written by the simulator (an advanced world lives in the future), else the clock."""
-    from simulator.io import MANIFEST, Manifest
-
-    if (settings.raw_dir / MANIFEST).exists():
-        return max(pd.Timestamp(Manifest.read(settings.raw_dir).as_of), pd.Timestamp.now())
-    return pd.Timestamp.now()
 
 
 def train_models(
