@@ -6,7 +6,8 @@ with fewer trials (skipped by `--quick`) to show how the cost grows; it has no t
 
 Each scale gets a fresh CLV_HOME (simulate, build, apply, materialize through the CLI; those
 steps are reported but not part of the training time). Set BENCH_TRAIN_HOME to a folder to
-keep the homes there and reuse a prepared one on the next run. The table also shows each
+keep the homes there and reuse a prepared one on the next run; BENCH_TRAIN_SCALES (e.g. "10")
+runs only the scales named. The table also shows each
 model's test metric next to the oracle's, read from the MLflow run of the version trained.
 """
 
@@ -91,6 +92,9 @@ def _rows(scale: float, trials: int, result: dict[str, Any]) -> list[list[Any]]:
 
 def run(args: Any) -> dict[str, Any]:
     trials = QUICK_TRIALS if args.quick else TRIALS
+    if only := os.environ.get("BENCH_TRAIN_SCALES"):
+        chosen = {float(s) for s in only.split(",")}
+        trials = {s: n for s, n in TRIALS.items() if s in chosen}
     keep = os.environ.get("BENCH_TRAIN_HOME")
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench-train-"))
     out: dict[str, Any] = {"trials": {f"{s:g}": n for s, n in trials.items()}, "scales": {}}
