@@ -47,6 +47,15 @@ SEVERITIES = ("low", "medium", "high", "critical")
 # are slow-moving company traits; health and engagement move month to month.
 PULL = 0.18
 INNOVATION = {"health": 0.30, "engagement": 0.30, "budget": 0.10, "advocacy": 0.15}
+# A lead's interest decays month to month and now and then spikes (a new project, a new
+# budget): interest' = INTEREST_DECAY * interest + spike, where a spike happens with
+# probability SPIKE_RATE and its size is exponential with mean SPIKE_MEAN.
+INTEREST_DECAY = 0.8
+SPIKE_RATE = 0.04
+SPIKE_MEAN = 1.2
+# Reactivation outreach picks aged leads with odds growing as exp(TARGETING_TILT * interest).
+TARGETING_TILT = 0.3
+REACTIVATION_INTEREST = 1.6  # log-odds of converting after a touch per unit of interest
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,33 @@ def lead_conversion_hazard(
     return sigmoid(cal.lead_conversion + 1.0 * fit + 1.2 * interest - 0.22 * age_months)
 
 
+def interest_step(interest: FloatArray, spike: FloatArray) -> FloatArray:
+    """A lead's interest one month on, given the month's spike (0 when there is none)."""
+    return INTEREST_DECAY * interest + spike
+
+
+def targeting_weight(interest: FloatArray) -> FloatArray:
+    """Relative odds that reactivation outreach picks an aged lead of this interest."""
+    return np.exp(TARGETING_TILT * interest)
+
+
+def reactivation_logit(
+    cal: Calibration,
+    fit: FloatArray,
+    interest: FloatArray,
+    age_months: FloatArray,
+    size: IntArray,
+) -> FloatArray:
+    """Log-odds that an aged lead converts within 60 days of a reactivation touch."""
+    return (
+        cal.reactivation
+        + 0.9 * fit
+        + REACTIVATION_INTEREST * interest
+        + np.array([0.0, 0.15, 0.3])[size]
+        - 0.025 * (age_months - 12.0)
+    )
+
+
 def reactivation_probability(
     cal: Calibration,
     fit: FloatArray,
@@ -166,14 +202,7 @@ def reactivation_probability(
     size: IntArray,
 ) -> FloatArray:
     """Probability that an aged lead converts within 60 days of a reactivation touch."""
-    logit = (
-        cal.reactivation
-        + 0.9 * fit
-        + 1.6 * interest
-        + np.array([0.0, 0.15, 0.3])[size]
-        - 0.025 * (age_months - 12.0)
-    )
-    return sigmoid(logit)
+    return sigmoid(reactivation_logit(cal, fit, interest, age_months, size))
 
 
 def winback_probability(

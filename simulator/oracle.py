@@ -1,8 +1,13 @@
 """Ground truth: the true outcome probabilities of every eligible entity at a cutoff.
 
-The oracle knows the latent state. It averages the exact (Rao-Blackwellised) outcome
-probabilities over a few sampled latent paths, using the same hazard functions as the
-simulation, so the only error left is the small Monte Carlo error of the latent paths.
+The oracle knows the latent state determined before the cutoff T: the state at the end of
+month T - 1, which drove the last events a model can see. Every draw made at or after T is
+future, including the latent step at the month boundary that opens month T, so the truth
+averages over it as over the rest of the future. For customers it averages the exact
+(Rao-Blackwellised) outcome probabilities over sampled latent paths that start with that step,
+using the same hazard functions as the simulation, so the only error left is the small Monte
+Carlo error of the paths. For aged leads the step is a decay plus a rare exponential spike,
+so the average over it is exact (in closed form).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from simulator import model as m
 from simulator.model import Calibration
@@ -18,7 +24,7 @@ from simulator.model import Calibration
 if TYPE_CHECKING:
     from simulator.world import Customers, Leads
 
-PATHS = 8
+PATHS = 8  # latent paths per customer, drawn in antithetic pairs (keep it even)
 CLV_MONTHS = 12
 SHORT_MONTHS = 3
 CAN_UP = (np.arange(len(m.TIERS)) < len(m.TIERS) - 1).astype(float)
@@ -34,7 +40,10 @@ def customer_truth(
     rng: np.random.Generator,
 ) -> pd.DataFrame:
     """True 3-month churn, expansion (cross-sell, upsell) and referral probabilities, and the
-    expected 12-month revenue, of the active customers `idx` at the start of month `cutoff`."""
+    expected 12-month revenue, of the active customers `idx` at the start of month `cutoff`.
+
+    `c` holds the state at the end of month `cutoff - 1`, before the latent step into month
+    `cutoff`: each path draws that step first, as the simulation does next."""
     n, k = len(idx), PATHS
     shape = (n, k)
 
@@ -68,6 +77,12 @@ def customer_truth(
 
     for j in range(CLV_MONTHS):
         month = cutoff + j
+        for name in latent:  # the step into this month, drawn at its start
+            latent[name] = (
+                latent[name]
+                + m.PULL * (means[name] - latent[name])
+                + m.INNOVATION[name] * _antithetic_normal(rng, shape)
+            )
         moy = np.full(shape, int(m.calendar_month(month, start_month)))
         h, e, b, a = (latent[name] for name in ("health", "engagement", "budget", "advocacy"))
         tenure = (month - spell).astype(float)
@@ -111,12 +126,6 @@ def customer_truth(
         alive = alive * (1.0 - churn)
         if j == SHORT_MONTHS - 1:
             out["churn"] = 1.0 - alive.mean(1)
-        for name in latent:
-            latent[name] = (
-                latent[name]
-                + m.PULL * (means[name] - latent[name])
-                + m.INNOVATION[name] * rng.normal(0, 1, shape)
-            )
 
     return pd.DataFrame(
         {
@@ -132,12 +141,47 @@ def customer_truth(
     )
 
 
+def _antithetic_normal(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Standard normal draws in mirrored pairs (z, -z) along the paths: the part of each
+    path average that is linear in the draws cancels, which removes most Monte Carlo error."""
+    half = rng.normal(0, 1, (shape[0], shape[1] // 2))
+    return np.concatenate([half, -half], axis=1)
+
+
 def _shift_down(dist: np.ndarray, down: np.ndarray) -> np.ndarray:
     """Apply one month of downgrades (tier t -> t-1 with probability down[t])."""
     moved = dist * down
     result = dist - moved
     result[..., :-1] += moved[..., 1:]
     return result
+
+
+def expected_reactivation_probability(
+    cal: Calibration,
+    fit: np.ndarray,
+    interest: np.ndarray,
+    age_months: np.ndarray,
+    size: np.ndarray,
+) -> np.ndarray:
+    """Probability that an aged lead converts within 60 days of a reactivation touch in month
+    `cutoff`, given its interest at the end of month `cutoff - 1` and that outreach picks it.
+
+    The interest step into the month is future: interest' = decay * interest + spike. Outreach
+    picks a lead with odds proportional to exp(tilt * interest'), so given the touch a spike
+    is likelier and larger (Bayes: its probability becomes r M / (1 - r + r M) with
+    M = E[exp(tilt * size)] = 1 / (1 - tilt * mean), and its size exponential with mean
+    mean * M). The average of the logistic over an exponential size is closed-form:
+    E[sigmoid(c + k E)] = 2F1(1, v; 1 + v; -exp(-c)) with v = 1 / (k * mean), which follows
+    from substituting u = exp(-E / mean), uniform on (0, 1). The outreach normaliser (the
+    population mean of the weights) is the same for every lead and cancels."""
+    decayed = m.INTEREST_DECAY * interest
+    tilt = 1.0 / (1.0 - m.TARGETING_TILT * m.SPIKE_MEAN)
+    spike_rate = m.SPIKE_RATE * tilt / (1.0 - m.SPIKE_RATE + m.SPIKE_RATE * tilt)
+    spike_mean = m.SPIKE_MEAN * tilt
+    logit = m.reactivation_logit(cal, fit, decayed, age_months, size)
+    v = 1.0 / (m.REACTIVATION_INTEREST * spike_mean)
+    spiked = special.hyp2f1(1.0, v, 1.0 + v, -np.exp(-logit))
+    return (1.0 - spike_rate) * m.sigmoid(logit) + spike_rate * spiked
 
 
 def dormant_truth(
@@ -149,8 +193,9 @@ def dormant_truth(
     cutoff: int,
 ) -> pd.DataFrame:
     """True probability that each aged lead or former customer converts (returns) within 60
-    days if contacted in the month after `cutoff`."""
-    lead_p = m.reactivation_probability(
+    days of a touch by the outreach of month `cutoff`, from the state at the end of month
+    `cutoff - 1` (a former customer's state stays as it was at lapse, so only leads move)."""
+    lead_p = expected_reactivation_probability(
         cal,
         leads.fit[aged],
         leads.interest[aged],

@@ -167,16 +167,18 @@ class _Simulation:
     # ---- the main loop -----------------------------------------------------------------------
     def run(self) -> None:
         for month in range(self.months):
-            if month >= 1:
-                self.record_truth(month)
             rng = _rng(self.seed, month, 0)
             self.new_leads(month, rng)
+            # Outreach comes before the month's conversions, so a contact who answers a touch
+            # later in the same month converts on its date like any other.
+            self.outreach(month, rng)
             self.convert_leads(month, rng)
             self.customer_month(month, rng)
-            self.outreach(month, rng)
             self.lead_newsletters(month, rng)
+            # The truth at the next cutoff knows the state this month leaves behind; the latent
+            # step into the next month, drawn just after, is future to it.
+            self.record_truth(month + 1)
             self.evolve(rng)
-        self.record_truth(self.months)
 
     def record_truth(self, cutoff: int) -> None:
         rng = _rng(self.seed, cutoff, 1)
@@ -527,7 +529,7 @@ class _Simulation:
         age = month - leads.created_month
         aged = np.flatnonzero((age > AGED_AFTER) & (leads.customer < 0) & ~leads.pending)
         # Targeting leans slightly towards recently engaged leads, as marketers do.
-        weight = np.exp(0.3 * leads.interest[aged])
+        weight = m.targeting_weight(leads.interest[aged])
         weight /= weight.mean() if len(aged) else 1.0
         chosen = aged[rng.random(len(aged)) < cal.reactivation_touch * weight]
         p = m.reactivation_probability(
@@ -586,12 +588,18 @@ class _Simulation:
             target.setdefault(int(mo), []).append((winners[sel], due_day[sel]))
 
     def lead_newsletters(self, month: int, rng: np.random.Generator) -> None:
-        leads = self.leads
+        """Monthly mailings to every lead that is still a lead on the mailing day. The mailer
+        cannot know who will convert: a lead answering a touch keeps its mailings until the
+        day it becomes a customer, so the mailings never reveal a coming conversion."""
+        leads, c = self.leads, self.c
         age = month - leads.created_month
-        open_leads = (leads.customer < 0) & ~leads.pending & (age >= 1)
-        nurture = np.flatnonzero(open_leads & (age <= 6))
-        mailed = np.flatnonzero(open_leads & (age > 6))
-        for entity, campaign, day in ((nurture, "nurture", 8), (mailed, "newsletter", 3)):
+        converted = leads.customer >= 0
+        # Day of the month the lead became a customer: 0 before this month, past its end if not.
+        signup_day = np.full(len(leads), DAYS_IN_CHUNK)
+        this_month = c.signup_month[leads.customer[converted]] == month
+        signup_day[converted] = np.where(this_month, c.signup_day[leads.customer[converted]], 0)
+        for campaign, day, ages in (("nurture", 8, age <= 6), ("newsletter", 3, age > 6)):
+            entity = np.flatnonzero((signup_day >= day) & (age >= 1) & ages)
             score = -2.4 + 0.5 * leads.fit[entity] + 2.0 * leads.interest[entity]
             opened = rng.random(len(entity)) < m.sigmoid(score)
             clicked = opened & (rng.random(len(entity)) < m.sigmoid(-1.0 + leads.interest[entity]))
@@ -610,8 +618,8 @@ class _Simulation:
             step = m.PULL * (mean - value) + m.INNOVATION[name] * noise
             setattr(c, name, value + active * step)
         leads = self.leads
-        spike = (rng.random(len(leads)) < 0.04) * rng.exponential(1.2, len(leads))
-        leads.interest = 0.8 * leads.interest + spike
+        spike = (rng.random(len(leads)) < m.SPIKE_RATE) * rng.exponential(m.SPIKE_MEAN, len(leads))
+        leads.interest = m.interest_step(leads.interest, spike)
 
     # ---- output ------------------------------------------------------------------------------
     def tables(self) -> dict[str, pd.DataFrame]:
