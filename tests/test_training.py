@@ -157,6 +157,23 @@ def test_clv_compares_three_models_and_beats_naive(job):
     assert (values >= 0).all() and values.max() > 50
 
 
+def test_clv_registers_xgboost_when_the_probabilistic_fit_fails(job, monkeypatch):
+    """BG/NBD + Gamma-Gamma is only the comparator: if it cannot be fitted, the job says so
+    and the XGBoost regressor is still evaluated, compared with the naive baseline, and
+    registered."""
+    import training.job
+
+    def no_fit(*_: object) -> None:
+        raise ValueError("Gamma-Gamma fit did not converge: ABNORMAL")
+
+    monkeypatch.setattr(training.job, "fit_bgnbd", no_fit)
+    config, raw, store, cutoffs, as_of = job
+    result = train(SPECS["clv"], config, raw, store, cutoffs, as_of)
+    assert result.version and np.isfinite(result.metrics["mae"])
+    assert "bgnbd_mae" not in result.metrics and "baseline_mae" in result.metrics
+    assert any("not fitted" in note for note in result.notes), result.notes
+
+
 def test_interrupted_study_resumes(job):
     config, raw, store, cutoffs, as_of = job
     first = train(SPECS["referral"], config, raw, store, cutoffs, as_of)

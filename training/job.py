@@ -256,32 +256,35 @@ def _compare_clv(
     X_tr, _, keys_tr = data.rows("train")
     X_te, _, _ = data.rows("test")
     latest = (keys_tr["cutoff"] == keys_tr["cutoff"].max()).to_numpy()
-    meta = fit_bgnbd(X_tr.loc[latest, BGNBD_FEATURES], seed)
-    meta["features"] = list(X_te.columns)
-    probabilistic = bgnbd_predict(meta, X_te)
+    try:
+        meta = fit_bgnbd(X_tr.loc[latest, BGNBD_FEATURES], seed)
+    except ValueError as exc:  # the comparator failing must not stop the model it checks
+        log.warning("clv: BG/NBD + Gamma-Gamma not fitted (%s); XGBoost is the candidate", exc)
+        meta, probabilistic = {"kind": "bgnbd", "error": str(exc)}, None
+    else:
+        meta["features"] = list(X_te.columns)
+        probabilistic = bgnbd_predict(meta, X_te)
     naive = naive_predict(X_te)
-    scores = {
-        "xgboost": regression_metrics(y_te, pred),
-        "bgnbd": regression_metrics(y_te, probabilistic),
-        "naive": regression_metrics(y_te, naive),
-    }
+    predictions = {"xgboost": pred, "bgnbd + gamma-gamma": probabilistic, "naive": naive}
+    fitted = {name: p for name, p in predictions.items() if p is not None}
+    scores = {name.split()[0]: regression_metrics(y_te, p) for name, p in fitted.items()}
     out = dict(metrics)
     for name in ("bgnbd", "naive"):
-        out.update({f"{name}_{k}": v for k, v in scores[name].items() if k != "rows"})
-    bgnbd_mae = scores["bgnbd"]["mae"]
+        out.update({f"{name}_{k}": v for k, v in scores.get(name, {}).items() if k != "rows"})
+    bgnbd_mae = scores["bgnbd"]["mae"] if "bgnbd" in scores else float("nan")
     winner = (
         "bgnbd" if np.isfinite(bgnbd_mae) and bgnbd_mae < scores["xgboost"]["mae"] else "xgboost"
     )
-    chosen = pred if winner == "xgboost" else probabilistic
+    chosen = probabilistic if winner == "bgnbd" and probabilistic is not None else pred
     if winner == "bgnbd":
         out.update(scores["bgnbd"])
         if truth is not None:
             out["oracle_mae"] = metrics.get("oracle_mae", float("nan"))
     out["baseline_mae"] = scores["naive"]["mae"]
-    predictions = {"xgboost": pred, "bgnbd + gamma-gamma": probabilistic, "naive": naive}
-    regression_plots(y_te, predictions, plots)
+    regression_plots(y_te, fitted, plots)
+    bgnbd_text = f"{bgnbd_mae:.1f}" if "bgnbd" in scores else f"not fitted ({meta['error']})"
     note = (
-        f"clv: xgboost MAE {scores['xgboost']['mae']:.1f}, BG/NBD+GG {scores['bgnbd']['mae']:.1f},"
+        f"clv: xgboost MAE {scores['xgboost']['mae']:.1f}, BG/NBD+GG {bgnbd_text},"
         f" naive {scores['naive']['mae']:.1f} -> {winner}"
     )
     log.info(note)

@@ -110,7 +110,19 @@ def _minimise(
     )
     if polished.success and np.isfinite(polished.fun):
         return polished
+    # A likelihood that keeps rising towards a parameter bound has its optimum there: the data
+    # are the model's limiting case (e.g. Gamma-Gamma on near-constant spend per order, p ->
+    # infinity). The line search then fails at the bound; the bound point is the answer.
+    edge = min((r for r in (best, polished) if np.isfinite(r.fun)), key=lambda r: r.fun)
+    if _at_bound(edge.x):
+        return edge
     raise ValueError(f"{model} fit did not converge: {best.message}; {polished.message}")
+
+
+def _at_bound(x: FloatArray, tolerance: float = 1e-3) -> bool:
+    """Whether any log-parameter sits on the search bounds."""
+    low, high = _LOG_BOUNDS
+    return bool(np.any((x <= low + tolerance) | (x >= high - tolerance)))
 
 
 def _starts(n_starts: int, n_params: int, random_state: int) -> list[FloatArray]:
