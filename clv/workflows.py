@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clv.compose import job_config, store_config, world_now
@@ -51,30 +53,55 @@ def train_models(
 
 
 @contextlib.contextmanager
-def _row_scorer(settings: Settings) -> Iterator[Callable | None]:
-    """With CLV_DASK_SCHEDULER set, each model scores the population on the Dask cluster, a
-    block of rows per worker, with the service's own `score_matrix`; else in this process."""
-    if not settings.dask_scheduler:
-        yield None
-        return
+def _row_scorer(settings: Settings, reasons: bool) -> Iterator[Callable]:
+    """How each model scores its population: the service's own `score_matrix`, with the
+    reasons only when asked for; with CLV_DASK_SCHEDULER set, on the Dask cluster, a block of
+    rows per worker, else in this process."""
     from serving.scoring import concat_tables, score_matrix
+
+    score = functools.partial(score_matrix, reasons=reasons)
+    if not settings.dask_scheduler:
+        yield score
+        return
     from training.distributed import block_map, dask_client
 
     with dask_client(settings.dask_scheduler, workers=settings.dask_workers) as client:
-        run = block_map(client, score_matrix)
+        run = block_map(client, score)
         yield lambda scorer, matrix: concat_tables(run(scorer, matrix))
 
 
-def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
-    """Score the whole served population with the champions, from Feast's offline store,
-    with the service's own maths; write one parquet row per entity."""
+@dataclass(frozen=True)
+class BatchScores:
+    """The scores of the whole served population, one row per entity, and what they took."""
+
+    frame: pd.DataFrame
+    features_as_of: str | None
+    models: int
+    seconds: dict[str, float]  # champions, features, scoring (the tables and the frame)
+
+    @property
+    def rate(self) -> float:
+        """Entities per second of the scoring phase, each scored by every model of its kind
+        (customers by the customer models, dormant contacts by reactivation)."""
+        return len(self.frame) / max(self.seconds["scoring"], 1e-9)
+
+
+def batch_scores(settings: Settings, reasons: bool = False) -> BatchScores:
+    """Score every active customer and dormant contact with the champions, with the
+    service's own engine and maths on the latest cutoff of the offline store; each model
+    scores its whole population as one matrix, the reasons only when asked for."""
     import time
 
     from clv.compose import engine_config
     from serving.engine import Engine
 
-    with _row_scorer(settings) as score_rows:
-        engine = Engine(engine_config(settings), prebuild_responses=False, score_rows=score_rows)
+    with _row_scorer(settings, reasons) as score_rows:
+        engine = Engine(
+            engine_config(settings),
+            prebuild_responses=False,
+            score_rows=score_rows,
+            online_store=False,
+        )
         engine.refresh()
     if not engine.ready:
         raise LookupError(f"cannot score: {engine.not_ready_reason}")
@@ -84,28 +111,50 @@ def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
     for kind, population in (("customer", state.customers), ("dormant", state.dormant)):
         if population is None:
             continue
-        ids = list(population.index)
-        frame = pd.DataFrame({"entity_id": ids, "kind": kind})
+        columns: dict[str, object] = {"entity_id": list(population.index), "kind": kind}
         for name, table in population.tables.items():
             champion = state.champions[name]
-            frame[f"{name}_score"] = table.score
-            frame[f"{name}_percentile"] = table.percentile
-            frame[f"{name}_band"] = table.band
-            frame[f"{name}_version"] = champion.version
+            columns[f"{name}_score"] = table.score
+            columns[f"{name}_percentile"] = table.percentile
+            columns[f"{name}_band"] = table.band
+            columns[f"{name}_version"] = champion.version
             if reasons and table.reason_index.shape[1]:
-                frame[f"{name}_top_reason"] = [
-                    champion.features[i] for i in table.reason_index[:, 0]
-                ]
-        frames.append(frame)
+                names = np.asarray(champion.features, dtype=object)
+                columns[f"{name}_top_reason"] = names[table.reason_index[:, 0]]
+        frames.append(pd.DataFrame(columns))
+    if state.features_as_of is None:
+        raise LookupError(
+            f"cannot score: no feature tables in {settings.features_dir}; run `clv features build`"
+        )
+    if not frames:
+        raise LookupError("cannot score: the latest cutoff has no active or dormant entity")
     result = pd.concat(frames, ignore_index=True)
     result["features_as_of"] = state.features_as_of
+    seconds = {k: engine.timings.get(k, 0.0) for k in ("champions", "features", "scoring")}
+    seconds["scoring"] += time.perf_counter() - started
+    models = sum(len(p.tables) for p in (state.customers, state.dormant) if p is not None)
+    return BatchScores(result, state.features_as_of, models, seconds)
+
+
+def score_all(settings: Settings, out: Path, reasons: bool = False) -> str:
+    """Score the whole served population with the champions (`batch_scores`); write one
+    parquet row per entity."""
+    import time
+
+    started = time.perf_counter()
+    scores = batch_scores(settings, reasons=reasons)
+    written = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    result.to_parquet(tmp, index=False)
+    scores.frame.to_parquet(tmp, index=False)
     tmp.replace(out)
+    seconds = scores.seconds
     return (
-        f"wrote {len(result):,} rows to {out} (features as of {state.features_as_of}; "
-        f"{time.perf_counter() - started:.1f} s after scoring)"
+        f"wrote {len(scores.frame):,} rows to {out} (features as of {scores.features_as_of}); "
+        f"scoring {seconds['scoring']:.2f} s, {scores.rate:,.0f} entities/s with "
+        f"{scores.models} models{' and reasons' if reasons else ''}; champions "
+        f"{seconds['champions']:.1f} s, features {seconds['features']:.2f} s, write "
+        f"{time.perf_counter() - written:.2f} s, {time.perf_counter() - started:.1f} s in all"
     )
 
 

@@ -3,12 +3,13 @@ scores from the shared scoring maths, hot-swapped atomically between requests.
 
 Feature rows only change when Feast materializes a new cutoff, and champions only when an
 alias moves, so the engine scores the whole served population once per such change (a
-"snapshot", built from Feast's point-in-time retrieval of the latest cutoff: the same rows
-materialization loads online) and answers requests from it: for customers the snapshot keeps
-each id's whole /score answer as JSON text, so a request (or a batch of 1,000) is a lookup.
-An id the snapshot does not hold is looked up in Feast's online store (a prepared
-`OnlineReader`, cached per champion set) and scored on the spot; that lookup is also what
-tells an unknown id from one that has no features yet.
+"snapshot", built from the latest cutoff's rows of Feast's offline tables, `snapshot_matrix`:
+what Feast's point-in-time retrieval returns as of that cutoff and what materialization loads
+online) and answers requests from it: for customers the snapshot keeps each id's whole /score
+answer as JSON text, so a request (or a batch of 1,000) is a lookup. An id the snapshot does
+not hold is looked up in Feast's online store (a prepared `OnlineReader`, cached per champion
+set) and scored on the spot; that lookup is also what tells an unknown id from one that has no
+features yet.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.columns import DIRECTORY_VIEWS, ON_DEMAND_FLOAT, VIEW_COLUMNS, view_features
+from features.on_demand import ON_DEMAND_INPUTS, ratios
 from features.store import (
     OnlineReader,
     StoreConfig,
-    historical_frame,
+    cutoff_file,
     latest_population,
     online_refs,
     open_store,
@@ -84,19 +89,27 @@ class Engine:
         config: EngineConfig,
         prebuild_responses: bool = True,
         score_rows: Callable[[Any, np.ndarray], ScoreTable] | None = None,
+        online_store: bool = True,
     ) -> None:
         """`prebuild_responses`: keep each customer's JSON answer in the snapshot (what the
         service wants; batch scoring, which reads the score tables, does not). `score_rows`
-        scores a whole population's matrix for one model (default `score_matrix` in this
-        process; batch scoring may spread it over a Dask cluster)."""
+        scores a whole population's matrix for one model (default `score_matrix` with
+        reasons, in this process; batch scoring may leave the reasons out or spread the rows
+        over a Dask cluster). `online_store`: open Feast's online store for ids outside the
+        snapshot (the service); batch scoring reads only the snapshot, so never imports Feast."""
         self.config = config
         self.prebuild_responses = prebuild_responses
         self.score_rows = score_rows or score_matrix
+        self.online_store = online_store
         self.state = State(champions={}, features_as_of=None)
         self.not_ready_reason: str | None = "starting"
         self.load_errors: dict[str, str] = {}
         self.store: Any = None
         self.registry: Registry | None = None
+        # Seconds of the steps of the last refresh that rebuilt the snapshot: champions (the
+        # registry, loading, opening Feast), features (the snapshot's matrices), scoring
+        # (every model on its population) and responses (the prebuilt JSON answers).
+        self.timings: dict[str, float] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._directory_stamp: float | None = None
@@ -144,9 +157,8 @@ class Engine:
         """Load champions that moved and rebuild the snapshot if anything changed; a version
         that fails to load leaves the old one serving. Returns whether state changed."""
         with self._lock:
+            started = time.perf_counter()
             try:
-                if self.store is None:
-                    self.store = open_store(self.config.store)
                 if self.registry is None:
                     self.registry = Registry(self.config.tracking_uri)
                 wanted = self.registry.champion_versions(list(ALL_MODELS))
@@ -155,20 +167,24 @@ class Engine:
                 log.warning(self.not_ready_reason)
                 return False
             current = self.state.champions
-            champions = dict(current)
-            changed = False
-            for name, version in wanted.items():
-                if version is None or (name in current and current[name].version == version):
-                    continue
+            moved = {
+                name: version
+                for name, version in wanted.items()
+                if version is not None
+                and not (name in current and current[name].version == version)
+            }
+            with ThreadPoolExecutor(max(1, len(moved)), thread_name_prefix="load") as pool:
+                loads = self._start_loads(pool, moved)
+                # Feast is imported while XGBoost parses the boosters (without the GIL).
                 try:
-                    champions[name] = self.registry.load(name, version)
-                    self.load_errors.pop(name, None)
-                    changed = True
-                    log.info("loaded %s version %s", name, version)
+                    if self.online_store and self.store is None:
+                        self.store = open_store(self.config.store)
                 except Exception as exc:
-                    self.load_errors[name] = f"version {version} failed to load: {exc}"
-                    log.error("%s: %s; still serving %s", name, self.load_errors[name],
-                              current[name].version if name in current else "nothing")  # fmt: skip
+                    self.not_ready_reason = f"registry or feature store unreachable: {exc}"
+                    log.warning(self.not_ready_reason)
+                    return False
+                champions, changed = self._loaded(current, loads)
+            loaded = time.perf_counter() - started
             stamp = self._directory_mtime()
             if stamp != self._directory_stamp:
                 changed = True
@@ -181,10 +197,54 @@ class Engine:
                 self._readers = {}
                 self.state = State(champions, self._as_of())
                 self.not_ready_reason = None
+                self.timings = {"champions": loaded}
                 self.state = self._build(champions)
                 self._directory_stamp = stamp
             self.not_ready_reason = None
             return changed
+
+    def _start_loads(
+        self, pool: ThreadPoolExecutor, versions: dict[str, str]
+    ) -> dict[str, tuple[str, Future[Champion]]]:
+        """Start loading each moved version on `pool`: the registry is asked where each
+        version's files are here, one after the other; the files load side by side."""
+        if not versions:
+            return {}
+        assert self.registry is not None
+        # Imported here, before the threads: two threads importing at once take longer
+        # than one after the other.
+        from training.pyfunc import load_scorer  # noqa: F401
+
+        loads: dict[str, tuple[str, Future[Champion]]] = {}
+        for name, version in versions.items():
+            try:
+                files = self.registry.model_files(name, version)
+            except Exception as exc:  # recorded as that version's load error
+                failed: Future[Champion] = Future()
+                failed.set_exception(exc)
+                loads[name] = (version, failed)
+                continue
+            loads[name] = (version, pool.submit(self.registry.load_files, name, version, files))
+        return loads
+
+    def _loaded(
+        self, current: dict[str, Champion], loads: dict[str, tuple[str, Future[Champion]]]
+    ) -> tuple[dict[str, Champion], bool]:
+        """The champions after `loads`, and whether any changed; a version that failed to
+        load is recorded and the one before it kept."""
+        champions = dict(current)
+        changed = False
+        for name, (version, future) in loads.items():
+            try:
+                champions[name] = future.result()
+                self.load_errors.pop(name, None)
+                changed = True
+                log.info("loaded %s version %s", name, version)
+            except Exception as exc:
+                self.load_errors[name] = f"version {version} failed to load: {exc}"
+                log.error("%s: %s; still serving %s", name, self.load_errors[name],
+                          current[name].version if name in current else "nothing")  # fmt: skip
+        return champions, changed
 
     def _as_of(self) -> str | None:
         path = self.config.store.features_dir / "customer_directory" / "directory.parquet"
@@ -200,38 +260,55 @@ class Engine:
     # ---- snapshot -----------------------------------------------------------------------------
     def _build(self, champions: dict[str, Champion]) -> State:
         started = time.perf_counter()
+        features_dir = self.config.store.features_dir
         try:
-            as_of, entities = latest_population(self.config.store.features_dir)
+            as_of, entities = latest_population(features_dir)
+            dormant = entities["dormant"]
+            ids = {
+                "customer": entities["customer"]["customer_id"].tolist(),
+                "dormant": [lead or customer for lead, customer in zip(
+                    dormant["lead_id"], dormant["customer_id"], strict=True)],
+            }  # fmt: skip
+            models = {
+                kind: [champions[m] for m in names if m in champions]
+                for kind, names in (("customer", CUSTOMER_MODELS), ("dormant", DORMANT_MODELS))
+            }
+            matrices = {
+                kind: snapshot_matrix(features_dir, as_of, entities[kind], _union(models[kind]))
+                for kind in models
+                if models[kind] and ids[kind]
+            }
         except FileNotFoundError as exc:
             log.warning("no feature snapshot: %s", exc)
             return State(champions, None)
-        active = entities["customer"]["customer_id"].tolist()
-        dormant = entities["dormant"]
-        contacts = [lead or customer for lead, customer in zip(
-            dormant["lead_id"], dormant["customer_id"], strict=True)]  # fmt: skip
-        models = [champions[m] for m in CUSTOMER_MODELS if m in champions]
-        customer_pop = self._population(models, entities["customer"], active)
-        dormant_models = [champions[m] for m in DORMANT_MODELS if m in champions]
-        dormant_pop = self._population(dormant_models, dormant, contacts)
+        read = time.perf_counter()
+        customer_pop, dormant_pop = (
+            self._population(models[kind], ids[kind], matrices.get(kind))
+            for kind in ("customer", "dormant")
+        )
+        scored = time.perf_counter()
+        self.timings.update(features=read - started, scoring=scored - read)
         log.info(
-            "scored %d customers and %d dormant contacts as of %s in %.1f s",
-            len(active), len(contacts), as_of.date(), time.perf_counter() - started,
+            "scored %d customers and %d dormant contacts as of %s in %.1f s (features %.1f s)",
+            len(ids["customer"]), len(ids["dormant"]), as_of.date(), scored - started,
+            read - started,
         )  # fmt: skip
         state = State(champions, str(as_of.date()), customer_pop, dormant_pop)
-        return self._with_responses(state) if self.prebuild_responses else state
+        if not self.prebuild_responses:
+            return state
+        state = self._with_responses(state)
+        self.timings["responses"] = time.perf_counter() - scored
+        return state
 
     def _population(
-        self,
-        models: list[Champion],
-        entity: pd.DataFrame,
-        ids: list[str],
+        self, models: list[Champion], ids: list[str], matrix: pd.DataFrame | None
     ) -> Population | None:
-        if not models or not ids:
+        """Every model's score table of one population, from its feature matrix (columns:
+        the union of the models' features)."""
+        if matrix is None:
             return None
-        refs = online_refs(self.store, sorted({m.feature_service for m in models}))
-        _, frame = historical_frame(self.store, refs, entity, "snapshot")
         tables = {
-            m.name: self.score_rows(m.scorer, frame[m.features].to_numpy(np.float64))
+            m.name: self.score_rows(m.scorer, matrix[m.features].to_numpy(np.float64))
             for m in models
         }
         return Population({identifier: i for i, identifier in enumerate(ids)}, tables)
@@ -396,3 +473,54 @@ def customer_json(result: dict[str, Any]) -> bytes:
 
 def _iso(stamp: float) -> str:
     return pd.Timestamp(stamp, unit="s", tz="UTC").isoformat()
+
+
+def _union(models: list[Champion]) -> list[str]:
+    """Every feature any of `models` uses, in first-use order."""
+    return list(dict.fromkeys(name for m in models for name in m.features))
+
+
+def snapshot_matrix(
+    features_dir: Path, as_of: pd.Timestamp, entity: pd.DataFrame, names: list[str]
+) -> pd.DataFrame:
+    """The float64 features `names` of each row of `entity` (a Feast entity frame: join keys,
+    "" where a row has no such id) as of the cutoff `as_of`, in row order, NaN where a row
+    has no feature row.
+
+    Read straight from that cutoff's files of the offline tables (Feast's file sources): rows
+    are stamped with their cutoff and the views' TTL is shorter than the month between two
+    cutoffs, so these are exactly the rows Feast's point-in-time retrieval joins as of the
+    cutoff (and materialization loads online), without reading every earlier cutoff to find
+    them. The on-demand ratios come from the view's own function, as in Feast."""
+    views: dict[str, str] = {}
+    for view in VIEW_COLUMNS:
+        if view not in DIRECTORY_VIEWS:
+            views.update({name: view for name in view_features(view) if name not in views})
+    demanded = [name for name in names if name in ON_DEMAND_FLOAT]
+    stored = [name for name in names if name not in ON_DEMAND_FLOAT]
+    stored += [name for name in ON_DEMAND_INPUTS if demanded and name not in stored]
+    unknown = [name for name in stored if name not in views]
+    if unknown:
+        raise KeyError(f"no feature view has the feature(s) {', '.join(unknown)}")
+    by_view: dict[str, list[str]] = {}
+    for name in stored:
+        by_view.setdefault(views[name], []).append(name)
+    columns: dict[str, np.ndarray] = {}
+    for view, wanted in by_view.items():
+        key = VIEW_COLUMNS[view][0]
+        path = cutoff_file(features_dir, view, as_of)
+        table = pd.read_parquet(path, columns=[key, *wanted])
+        keys = pd.Index(table[key])
+        if not keys.is_unique:
+            raise ValueError(f"{path}: more than one row for some {key}")
+        rows = keys.get_indexer(entity[key])
+        values = table[wanted].to_numpy(np.float64)
+        out = np.full((len(entity), len(wanted)), np.nan)
+        found = rows >= 0
+        out[found] = values[rows[found]]
+        columns.update((name, out[:, j]) for j, name in enumerate(wanted))
+    if demanded:
+        inputs = {n: [None if v != v else v for v in columns[n].tolist()] for n in ON_DEMAND_INPUTS}
+        for name, values in ratios(inputs).items():
+            columns[name] = np.array([np.nan if v is None else v for v in values], np.float64)
+    return pd.DataFrame({name: columns[name] for name in names})
