@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,10 @@ from clv.settings import Settings
 from features.pipeline import read_raw
 from features.store import built_cutoffs, open_store
 from features.validation import validate_raw
-from training.job import TrainResult, train
 from training.specs import SPECS, get_spec, load_specs
+
+if TYPE_CHECKING:  # the training job pulls in Optuna, matplotlib and SciPy: scoring never needs it
+    from training.job import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ def train_models(
     join: bool = False,
 ) -> list[TrainResult]:
     """Train `model` (or every model for 'all') on the current feature store."""
+    from training.job import train
+
     specs = load_specs(spec_file) if spec_file else dict(SPECS)
     names = list(specs) if model == "all" else [get_spec(model, specs).name]
     raw = read_raw(settings.raw_dir)
