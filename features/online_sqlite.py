@@ -22,6 +22,7 @@ from feast.infra.online_stores.sqlite import (
     SqliteOnlineStoreConfig,
     _quote_id,
     _table_id,
+    adapt_datetime_epoch,
 )
 from feast.utils import to_naive_utc
 
@@ -54,14 +55,17 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
             _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
         )
         version = config.entity_key_serialization_version
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for entity_key, values, timestamp, created_ts in data:
             key = serialize_entity_key(entity_key, entity_key_serialization_version=version)
-            event_ts = to_naive_utc(timestamp)
-            created = None if created_ts is None else to_naive_utc(created_ts)
-            for feature, value in values.items():
-                text, _ = extract_text_and_num(value, False)
-                rows.append((key, feature, value.SerializeToString(), text, event_ts, created))
+            # Feast registers `adapt_datetime_epoch` for datetimes: adapt once per entity.
+            event_ts = adapt_datetime_epoch(to_naive_utc(timestamp))
+            created = None if created_ts is None else adapt_datetime_epoch(to_naive_utc(created_ts))
+            rows.extend(
+                (key, feature, value.SerializeToString(), extract_text_and_num(value, False)[0],
+                 event_ts, created)
+                for feature, value in values.items()
+            )  # fmt: skip
         sql = (
             f"INSERT INTO {name} (entity_key, feature_name, value, value_text, event_ts, "
             "created_ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO "
