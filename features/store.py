@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.columns import DIRECTORY_VIEWS, ON_DEMAND_VIEW, VIEW_COLUMNS, service_features
+from features.columns import (
+    DIRECTORY_VIEWS,
+    ON_DEMAND_FLOAT,
+    ON_DEMAND_VIEW,
+    VIEW_COLUMNS,
+    service_features,
+    view_features,
+)
 from features.on_demand import ON_DEMAND_INPUTS, ratios
 
 log = logging.getLogger(__name__)
@@ -340,6 +347,52 @@ class OnlineFeatures:
                 status = (self.status or {}).get(identifier, 0)
                 why = STATUS_WHY.get((self.key, status), "no cutoff since it joined")
                 raise NoFeaturesError(f"{self.key} {identifier!r} has no features: {why}")
+
+
+def snapshot_matrix(
+    features_dir: Path, as_of: pd.Timestamp, entity: pd.DataFrame, names: list[str]
+) -> pd.DataFrame:
+    """The float64 features `names` of each row of `entity` (a Feast entity frame: join keys,
+    "" where a row has no such id) as of the cutoff `as_of`, in row order, NaN where a row
+    has no feature row.
+
+    Read straight from that cutoff's files of the offline tables (Feast's file sources): rows
+    are stamped with their cutoff and the views' TTL is shorter than the month between two
+    cutoffs, so these are exactly the rows Feast's point-in-time retrieval joins as of the
+    cutoff (and materialization loads online), without reading every earlier cutoff to find
+    them. The on-demand ratios come from the view's own function, as in Feast."""
+    views: dict[str, str] = {}
+    for view in VIEW_COLUMNS:
+        if view not in DIRECTORY_VIEWS:
+            views.update({name: view for name in view_features(view) if name not in views})
+    demanded = [name for name in names if name in ON_DEMAND_FLOAT]
+    stored = [name for name in names if name not in ON_DEMAND_FLOAT]
+    stored += [name for name in ON_DEMAND_INPUTS if demanded and name not in stored]
+    unknown = [name for name in stored if name not in views]
+    if unknown:
+        raise KeyError(f"no feature view has the feature(s) {', '.join(unknown)}")
+    by_view: dict[str, list[str]] = {}
+    for name in stored:
+        by_view.setdefault(views[name], []).append(name)
+    columns: dict[str, np.ndarray] = {}
+    for view, wanted in by_view.items():
+        key = VIEW_COLUMNS[view][0]
+        path = cutoff_file(features_dir, view, as_of)
+        table = pd.read_parquet(path, columns=[key, *wanted])
+        keys = pd.Index(table[key])
+        if not keys.is_unique:
+            raise ValueError(f"{path}: more than one row for some {key}")
+        rows = keys.get_indexer(entity[key])
+        values = table[wanted].to_numpy(np.float64)
+        out = np.full((len(entity), len(wanted)), np.nan)
+        found = rows >= 0
+        out[found] = values[rows[found]]
+        columns.update((name, out[:, j]) for j, name in enumerate(wanted))
+    if demanded:
+        inputs = {n: [None if v != v else v for v in columns[n].tolist()] for n in ON_DEMAND_INPUTS}
+        for name, values in ratios(inputs).items():
+            columns[name] = np.array([np.nan if v is None else v for v in values], np.float64)
+    return pd.DataFrame({name: columns[name] for name in names})
 
 
 def online_refs(store: Any, services: list[str]) -> list[str]:

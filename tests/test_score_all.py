@@ -14,8 +14,8 @@ from clv.compose import engine_config
 from clv.settings import Settings
 from clv.workflows import batch_scores, score_all
 from features.columns import service_features
-from features.store import historical_frame, latest_population, online_refs
-from serving.engine import Engine, snapshot_matrix
+from features.store import historical_frame, latest_population, online_refs, snapshot_matrix
+from serving.engine import Engine
 
 SERVICES = {
     "customer": ["churn_v1", "expansion_v1", "referral_v1", "clv_v1"],
