@@ -50,6 +50,8 @@ CUSTOMER_FLOAT = [
     "seat_utilization_12w", "seat_utilization_52w",  # active users over seats (health)
     "invites_per_user_12w", "invites_per_user_52w",  # invitations per active user (advocacy)
     "invites_per_week_52w",
+    # Upgrade prompts: users meeting a feature of a higher plan or an add-on not held (budget).
+    "upgrade_prompts_per_week_4w", "upgrade_prompts_per_user_12w", "upgrade_prompts_per_user_52w",
     "nps_mean_365d",  # mean NPS answer of the last year
     "add_ons_bought_per_year", "referrals_per_year",  # own purchase and referral rates
 ]  # fmt: skip
@@ -65,18 +67,22 @@ FORMER_FLOAT = [
     "former_months_since_lapse", "former_prior_tenure_months", "former_prior_spend",
     "former_monthly_revenue_before_lapse", "former_nps_last",
     "former_sessions_per_week_before_lapse", "former_days_since_last_engagement",
+    "former_seat_utilization_before_lapse", "former_upgrade_prompts_per_user_before_lapse",
 ]  # fmt: skip
 
 # -- lead_features: aged leads (12 months or more without a purchase) -------------------------
 LEAD_INT = [
     "lead_company_size_rank", "lead_employees", "lead_source_code", "lead_industry_code",
+    "lead_fit_score",  # the marketing system's 0-100 fit score at capture
     "lead_reactivation_touches",  # reactivation e-mails received so far
     "lead_opens_total", "lead_clicks_total",  # all-time e-mail engagement
     "lead_email_opens_90d", "lead_email_clicks_90d", "lead_email_opens_365d",
+    "lead_web_visits_30d", "lead_web_visits_90d", "lead_web_visits_365d",  # website visits
 ]  # fmt: skip
 LEAD_FLOAT = [
     "lead_age_days", "lead_email_open_rate_365d",
     "lead_days_since_last_engagement",  # last open or click
+    "lead_days_since_last_visit",  # last website visit
 ]  # fmt: skip
 
 # -- directories: every known id, so serving tells an unknown id from one without features ----

@@ -101,6 +101,7 @@ RAW_SCHEMA: dict[str, Table] = {
             "active_users": INT,
             "sessions": INT,
             "invites_sent": INT,
+            "upgrade_prompts": INT,  # times users met a feature of a higher plan or add-on
         },
         key=("customer_id", "week_start"),
         date="week_start",
@@ -151,6 +152,12 @@ RAW_SCHEMA: dict[str, Table] = {
         date="referral_date",
         references={"referrer_customer_id": "customers", "lead_id": "leads"},
     ),
+    "web_visits": Table(
+        {"visit_id": INT, "lead_id": S, "visit_date": D, "pages": INT},
+        key=("visit_id",),
+        date="visit_date",
+        references={"lead_id": "leads"},
+    ),
     "leads": Table(
         {
             "lead_id": S,
@@ -159,6 +166,7 @@ RAW_SCHEMA: dict[str, Table] = {
             "company_size": Column("string", allowed=("small", "mid", "large")),
             "industry": S,
             "employees": INT,
+            "lead_score": INT,  # the marketing system's 0-100 fit score at capture
             "status": Column("string", allowed=("open", "aged", "converted")),
             "customer_id": Column("string", nullable=True),
             "converted_at": Column("datetime", nullable=True),

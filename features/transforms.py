@@ -207,6 +207,7 @@ _ID_COLUMNS = {
     "nps_surveys": "customer_id",
     "referrals": "referrer_customer_id",
     "marketing_touches": "entity_id",
+    "web_visits": "lead_id",
 }
 
 
@@ -250,6 +251,7 @@ class FeatureBuilder:
             touches[["touch_id", "entity_kind", "entity_id", "campaign"]], on="touch_id"
         )
         self.touches = _Window(touches, "touch_date")
+        self.visits = _Window(raw["web_visits"], "visit_date")
         self.responses = _Window(responses, "response_date")
         self.changes = raw["plan_changes"]
         self.events = raw["lifecycle_events"]
@@ -390,6 +392,9 @@ class FeatureBuilder:
                 rates[f"invites_per_user_{label}"] = (
                     _sum(window, "customer_id", "invites_sent", ids) * per_user
                 )
+                rates[f"upgrade_prompts_per_user_{label}"] = (
+                    _sum(window, "customer_id", "upgrade_prompts", ids) * per_user
+                )
                 rates[f"seat_utilization_{label}"] = np.where(
                     observed > 0, users / (observed * np.maximum(seats, 1.0)), np.nan
                 )
@@ -419,6 +424,7 @@ class FeatureBuilder:
             "weeks_active_12w": _count(last12[last12["sessions"] > 0], "customer_id", ids),
             "invites_per_week_4w": invites4,
             "invites_per_week_12w": invites12,
+            "upgrade_prompts_per_week_4w": _sum(last4, "customer_id", "upgrade_prompts", ids) / 4.0,
             **rates,
         }
 
@@ -543,6 +549,18 @@ class FeatureBuilder:
         out["former_sessions_per_week_before_lapse"] = (
             _sum(tail, "customer_id", "sessions", ids) / 8.0
         )
+        # The account's health and budget as it left: seat use and limits met before lapse.
+        users = _sum(tail, "customer_id", "active_users", ids)
+        weeks = _count(tail, "customer_id", ids)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["former_seat_utilization_before_lapse"] = np.where(
+                weeks > 0,
+                users / (weeks * np.maximum(static["seats"].to_numpy(float), 1.0)),
+                np.nan,
+            )
+            out["former_upgrade_prompts_per_user_before_lapse"] = np.where(
+                users > 0, _sum(tail, "customer_id", "upgrade_prompts", ids) / users, np.nan
+            )
         out.update(self._email(cutoff, ids, "customer", prefix="former_"))
         return _table("former_customer_features", out, cutoff)
 
@@ -561,6 +579,7 @@ class FeatureBuilder:
             "lead_age_days": _days(cutoff - aged["created_at"]),
             "lead_company_size_rank": aged["company_size"].map(SIZE_RANK).to_numpy(np.int64),
             "lead_employees": aged["employees"].to_numpy(np.int64),
+            "lead_fit_score": aged["lead_score"].to_numpy(np.int64),
             "lead_reactivation_touches": _count(reactivation, "entity_id", ids),
         }
         out["lead_source_code"] = _code(aged["source"], SOURCES)
@@ -574,6 +593,13 @@ class FeatureBuilder:
             responses[responses["response"] == "click"], "entity_id", ids
         )
         out.update(self._email(cutoff, ids, "lead", prefix="lead_"))
+        visits = self.visits.between(cutoff - pd.Timedelta(days=365), cutoff)
+        for days in (30, 90, 365):
+            recent = visits[visits["visit_date"] >= cutoff - pd.Timedelta(days=days)]
+            out[f"lead_web_visits_{days}d"] = _count(recent, "lead_id", ids)
+        out["lead_days_since_last_visit"] = _days_since(
+            self.visits.between(None, cutoff), "lead_id", "visit_date", cutoff, ids
+        )
         return _table("lead_features", out, cutoff)
 
 

@@ -172,6 +172,19 @@ def interest_step(interest: FloatArray, spike: FloatArray) -> FloatArray:
     return INTEREST_DECAY * interest + spike
 
 
+def lead_score(fit: FloatArray, noise: FloatArray) -> IntArray:
+    """The 0-100 fit score the marketing system gives a lead at capture (firmographics and the
+    contact's role): a noisy reading of the lead's fit."""
+    return np.round(100.0 * sigmoid(fit + noise - 0.5)).astype(np.int64)
+
+
+def web_visit_rate(fit: FloatArray, interest: FloatArray) -> FloatArray:
+    """Expected website visits of a lead in a month (known visitors, tracked by the marketing
+    system): interest brings leads back to the site, a good fit somewhat more often, up to
+    four visits a month."""
+    return 4.0 * sigmoid(-3.0 + 0.4 * fit + 1.5 * interest)
+
+
 def targeting_weight(interest: FloatArray) -> FloatArray:
     """Relative odds that reactivation outreach picks an aged lead of this interest."""
     return np.exp(TARGETING_TILT * interest)
@@ -223,6 +236,15 @@ def winback_probability(
         + 0.2 * tier
     )
     return sigmoid(logit)
+
+
+def upgrade_prompt_rate(
+    users: FloatArray, budget: FloatArray, engagement: FloatArray, headroom: BoolArray
+) -> FloatArray:
+    """Expected weekly upgrade prompts of an account: times its users reach a feature of a
+    higher plan or of an add-on not held. Accounts with money to spend and engaged users push
+    against their plan's limits; an account holding everything meets no prompt."""
+    return np.where(headroom, 0.4 * users * np.exp(1.0 * budget + 0.4 * engagement), 0.0)
 
 
 def monthly_revenue(tier: IntArray, add_ons_held: IntArray) -> FloatArray:

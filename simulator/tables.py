@@ -117,7 +117,9 @@ def build_tables(sim: _Simulation) -> dict[str, pd.DataFrame]:
     )
 
     usage = _dated(
-        log.frame("usage", ["customer", "week", "users", "sessions", "invites"]), "week", end
+        log.frame("usage", ["customer", "week", "users", "sessions", "invites", "prompts"]),
+        "week",
+        end,
     )
     usage_weekly = pd.DataFrame(
         {
@@ -126,6 +128,7 @@ def build_tables(sim: _Simulation) -> dict[str, pd.DataFrame]:
             "active_users": usage["users"].to_numpy(np.int64),
             "sessions": usage["sessions"].to_numpy(np.int64),
             "invites_sent": usage["invites"].to_numpy(np.int64),
+            "upgrade_prompts": usage["prompts"].to_numpy(np.int64),
         }
     )
 
@@ -190,6 +193,16 @@ def build_tables(sim: _Simulation) -> dict[str, pd.DataFrame]:
         }
     )
 
+    visits = _dated(log.frame("visits", ["lead", "date", "pages"]), "date", end)
+    web_visits = pd.DataFrame(
+        {
+            "visit_id": np.arange(1, len(visits) + 1, dtype=np.int64),
+            "lead_id": lid[visits["lead"].to_numpy(np.int64)],
+            "visit_date": _ns(visits["date"].to_numpy()),
+            "pages": visits["pages"].to_numpy(np.int64),
+        }
+    )
+
     created = sim.date(leads.created_month, leads.created_day)
     keep = created < end
     converted = leads.customer >= 0
@@ -205,6 +218,7 @@ def build_tables(sim: _Simulation) -> dict[str, pd.DataFrame]:
             "company_size": np.array(m.SIZES, dtype=object)[leads.size],
             "industry": np.array(m.INDUSTRIES, dtype=object)[leads.industry],
             "employees": leads.employees,
+            "lead_score": leads.score,
             "status": status,
             "customer_id": pd.Series(cid[np.maximum(leads.customer, 0)]).where(converted, None),
             "converted_at": _ns(converted_at),
@@ -223,6 +237,7 @@ def build_tables(sim: _Simulation) -> dict[str, pd.DataFrame]:
         "marketing_touches": marketing_touches,
         "marketing_responses": marketing_responses,
         "referrals": referrals,
+        "web_visits": web_visits,
         "leads": leads_table,
     }
 

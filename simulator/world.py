@@ -86,6 +86,7 @@ class Leads:
     industry: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     employees: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     fit: FloatArray = field(default_factory=lambda: np.zeros(0))
+    score: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     interest: FloatArray = field(default_factory=lambda: np.zeros(0))
     customer: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     pending: BoolArray = field(default_factory=lambda: np.zeros(0, bool))
@@ -168,6 +169,7 @@ class _Simulation:
     def run(self) -> None:
         for month in range(self.months):
             rng = _rng(self.seed, month, 0)
+            self.score_rng = _rng(self.seed, month, 4)
             self.new_leads(month, rng)
             # Outreach comes before the month's conversions, so a contact who answers a touch
             # later in the same month converts on its date like any other.
@@ -175,6 +177,7 @@ class _Simulation:
             self.convert_leads(month, rng)
             self.customer_month(month, rng)
             self.lead_newsletters(month, rng)
+            self.lead_web_visits(month)
             # The truth at the next cutoff knows the state this month leaves behind; the latent
             # step into the next month, drawn just after, is future to it.
             self.record_truth(month + 1)
@@ -212,6 +215,9 @@ class _Simulation:
             1, np.round(m.SIZE_SEATS[size] * 6 * rng.lognormal(0, 0.5, n))
         ).astype(np.int64)
         fit = m.SOURCE_FIT[source] + 0.25 * size + rng.normal(0, 0.7, n)
+        # The marketing system's fit score at capture, from a stream of its own (so adding it
+        # left every other draw as it was): a noisy reading of the lead's fit.
+        score = m.lead_score(fit, self.score_rng.normal(0, 0.5, n))
         first = len(self.leads)
         self.leads.append(
             created_month=np.full(n, month, np.int64),
@@ -221,6 +227,7 @@ class _Simulation:
             industry=rng.choice(len(m.INDUSTRIES), n, p=m.INDUSTRY_WEIGHTS).astype(np.int64),
             employees=employees,
             fit=fit,
+            score=score,
             interest=rng.normal(0.8, 0.5, n),
             customer=np.full(n, -1, np.int64),
             pending=np.zeros(n, bool),
@@ -414,6 +421,8 @@ class _Simulation:
         first = np.where(c.spell_start[idx] == month, c.spell_day[idx], 0)
         last = np.where(c.churn_month[idx] == month, c.churn_day[idx], 40)
         seats = c.seats[idx]
+        headroom = (c.tier[idx] < len(m.TIERS) - 1) | (c.add_ons[idx] < len(m.ADD_ONS))
+        prompt_rng = _rng(self.seed, month, 2)
 
         # Weekly usage: weeks (Mondays) starting inside this month.
         lo, hi = self.starts[month], self.starts[month + 1]
@@ -435,7 +444,12 @@ class _Simulation:
             users = rng.binomial(seats[rows], share)
             rate = users * 3.0 * dip * np.exp(0.6 * e[rows] + rng.normal(0, 0.15, k))
             # Advocates bring colleagues and partners in: invitations sent from the product.
-            invite_rate = 0.4 * np.sqrt(users + 1.0) * np.exp(0.9 * a[rows] - 0.5)
+            invite_rate = np.sqrt(users + 1.0) * np.exp(1.0 * a[rows] - 0.5)
+            # Drawn from a stream of their own, so adding them left every other draw as it was.
+            prompt_rate = m.upgrade_prompt_rate(
+                users.astype(float), b[rows], e[rows], headroom[rows]
+            )
+            prompts = prompt_rng.poisson(prompt_rate * prompt_rng.lognormal(0, 0.2, k))
             self.log.add(
                 "usage",
                 customer=idx[rows],
@@ -443,6 +457,7 @@ class _Simulation:
                 users=users.astype(np.int64),
                 sessions=rng.poisson(rate).astype(np.int64),
                 invites=rng.poisson(invite_rate).astype(np.int64),
+                prompts=prompts.astype(np.int64),
             )
 
         span = np.maximum(np.minimum(last, DAYS_IN_CHUNK - 1) - first + 1, 1)
@@ -606,6 +621,28 @@ class _Simulation:
             self.touches(
                 month, "lead", entity, np.full(len(entity), day), campaign, opened, clicked, rng
             )
+
+    def lead_web_visits(self, month: int) -> None:
+        """Website visits of the month by every lead that is still a lead on the visit's day.
+        Drawn from a stream of their own, so adding them left every other draw as it was."""
+        rng = _rng(self.seed, month, 3)
+        leads, c = self.leads, self.c
+        customer = leads.customer
+        # Day of the month a lead became a customer: past the month's end if it has not.
+        signup = np.full(len(leads), DAYS_IN_CHUNK)
+        won = np.flatnonzero(customer >= 0)
+        signup[won] = np.where(
+            c.signup_month[customer[won]] == month, c.signup_day[customer[won]], -1
+        )
+        alive = np.flatnonzero((leads.created_month <= month) & (signup > 0))
+        count = rng.poisson(m.web_visit_rate(leads.fit[alive], leads.interest[alive]))
+        lead = alive[_expand_counts(count)[0]]
+        low = np.where(leads.created_month[lead] == month, leads.created_day[lead], 0)
+        day = rng.integers(low, DAYS_IN_CHUNK)
+        keep = day < signup[lead]
+        lead, day = lead[keep], day[keep]
+        pages = 1 + rng.poisson(1.5, len(lead))
+        self.log.add("visits", lead=lead, date=self.date(month, day), pages=pages.astype(np.int64))
 
     def evolve(self, rng: np.random.Generator) -> None:
         """One month of latent drift. A former customer's state stays as it was at lapse:

@@ -78,6 +78,7 @@ def tiny_raw() -> dict[str, pd.DataFrame]:
             # 10 sessions a week, then 4 in the last 4 complete weeks before 2024-07-01
             "sessions": np.where(weeks >= ts("2024-06-03"), 4, 10).astype(np.int64),
             "invites_sent": np.full(len(weeks), 1, dtype=np.int64),
+            "upgrade_prompts": np.full(len(weeks), 1, dtype=np.int64),
         }
     )
     tickets = pd.DataFrame(
@@ -130,9 +131,18 @@ def tiny_raw() -> dict[str, pd.DataFrame]:
             "company_size": ["mid", "small", "large", "small"],
             "industry": ["retail", "software", "finance", "retail"],
             "employees": np.array([80, 20, 400, 25], dtype=np.int64),
+            "lead_score": np.array([70, 55, 40, 62], dtype=np.int64),
             "status": ["converted", "converted", "aged", "open"],
             "customer_id": ["C1", "C2", None, None],
             "converted_at": [ts("2024-01-10"), ts("2024-03-05"), pd.NaT, pd.NaT],
+        }
+    )
+    visits = pd.DataFrame(
+        {
+            "visit_id": np.array([1, 2], dtype=np.int64),
+            "lead_id": ["L3", "L3"],
+            "visit_date": [ts("2024-05-02"), ts("2024-06-15")],
+            "pages": np.array([3, 1], dtype=np.int64),
         }
     )
     return {
@@ -147,5 +157,6 @@ def tiny_raw() -> dict[str, pd.DataFrame]:
         "marketing_touches": touches,
         "marketing_responses": responses,
         "referrals": referrals,
+        "web_visits": visits,
         "leads": leads,
     }

@@ -59,6 +59,8 @@ def test_hand_computed_customer_features():
     assert c1["email_opens_90d"] == 1
     assert c1["referrals_total"] == 1 and c1["days_since_last_referral"] == 6
     assert c1["industry_code"] == 1 and c1["source_code"] == 2
+    assert c1["upgrade_prompts_per_week_4w"] == 1.0  # one a week, 5 active users
+    assert c1["upgrade_prompts_per_user_12w"] == pytest.approx(1 / 5)
     c2 = row.loc["C2"]
     assert np.isnan(c2["nps_last"])
     assert c2["days_since_last_referral"] == 9999
@@ -75,6 +77,11 @@ def test_former_and_lead_views():
     assert list(leads.index) == ["L3"]  # L1/L2 converted, L4 is fresh
     assert leads.loc["L3", "lead_opens_total"] == 1
     assert leads.loc["L3", "lead_reactivation_touches"] == 0  # the touch is after the cutoff
+    assert leads.loc["L3", "lead_fit_score"] == 40
+    # Visits on 2024-05-02 and 2024-06-15: one in the last 30 days, both in the last 90.
+    assert leads.loc["L3", "lead_web_visits_30d"] == 1
+    assert leads.loc["L3", "lead_web_visits_90d"] == 2
+    assert leads.loc["L3", "lead_days_since_last_visit"] == 16
 
 
 def test_tables_match_the_feast_schema(small_world):

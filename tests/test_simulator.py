@@ -135,6 +135,27 @@ def test_truth_is_calibrated_and_informative_but_not_certain(rate_world):
     assert _auc(joined["label"].to_numpy(), -tenure) < auc - 0.05
 
 
+def test_the_data_shows_the_drivers_it_stands_for(rate_world):
+    """Upgrade prompts per user rise with budget (a bigger plan at signup shows a bigger
+    budget); website visits stop when a lead becomes a customer; leads with a higher fit score
+    convert more often."""
+    raw = rate_world.raw
+    usage, customers = raw["usage_weekly"], raw["customers"].set_index("customer_id")
+    per_user = usage.groupby("customer_id")[["upgrade_prompts", "active_users"]].sum()
+    rate = (per_user["upgrade_prompts"] / per_user["active_users"].clip(lower=1)).rename("rate")
+    by_tier = customers.join(rate)["rate"].groupby(customers["signup_plan_tier"]).mean()
+    assert by_tier["basic"] < by_tier["pro"]
+    assert usage["upgrade_prompts"].sum() > 0
+
+    leads = raw["leads"].set_index("lead_id")
+    visits = raw["web_visits"].join(leads["converted_at"], on="lead_id")
+    after = visits["converted_at"].notna() & (visits["visit_date"] >= visits["converted_at"])
+    assert not after.any(), visits[after].head()
+    converted = leads["converted_at"].notna()
+    high = leads["lead_score"] >= leads["lead_score"].median()
+    assert converted[high].mean() > converted[~high].mean()
+
+
 def test_advancing_keeps_history_and_adds_a_month(tmp_path: Path):
     raw_dir, truth_dir = tmp_path / "raw", tmp_path / "truth"
     write_world(simulate(months=24, scale=0.03, seed=3), raw_dir, truth_dir)
