@@ -265,9 +265,16 @@ def test_a_two_worker_service_serves_and_hot_swaps(scale):
         assert streak >= 10, "a worker never became ready"
 
         def versions(n: int) -> set[str]:
+            """Champion versions of n answers. A worker still starting (503, not ready) serves
+            no version at all; on a loaded machine the second one can start after the streak
+            above, so its request is sent again."""
             seen = set()
             for _ in range(n):
                 body = httpx.post(f"{base}/score", json={"customer_id": customer}, timeout=10)
+                while body.status_code == 503 and "not ready" in body.text:
+                    assert time.time() < deadline, "a worker never became ready"
+                    time.sleep(0.5)
+                    body = httpx.post(f"{base}/score", json={"customer_id": customer}, timeout=10)
                 assert body.status_code == 200, body.text
                 seen.add(body.json()["churn"]["version"])
             return seen
