@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.factories import tiny_raw
 from training import labels
-from training.dataset import DatasetError, split_cutoffs
-from training.job import JobConfig, train
+from training.dataset import DatasetError, build_training_data, split_cutoffs
+from training.job import JobConfig, study_name, train
 from training.metrics import classification_metrics, expected_calibration_error, lift_at
 from training.model import Calibrator
 from training.specs import SPECS, ModelSpec, get_spec, load_specs
@@ -180,6 +180,15 @@ def test_interrupted_study_resumes(job):
     more = JobConfig(**{**config.__dict__, "trials": 5})
     second = train(SPECS["referral"], more, raw, store, cutoffs, as_of)
     assert first.trials == 3 and second.trials == 5  # 2 new trials on the same study
+
+
+def test_a_changed_spec_starts_a_study_of_its_own(job):
+    config, raw, store, cutoffs, as_of = job
+    spec = SPECS["referral"]
+    data = build_training_data(spec, raw, store, cutoffs, as_of)
+    capped = spec.model_copy(update={"max_rounds": 50})
+    assert study_name(spec, data) == study_name(spec.model_copy(), data)
+    assert study_name(capped, data) != study_name(spec, data)
 
 
 def test_single_class_label_registers_nothing(job, tmp_path: Path):

@@ -5,6 +5,7 @@ registered model version. It never promotes anything (that is the registry's gat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import tempfile
@@ -79,8 +80,10 @@ class TrainResult:
 
 
 def study_name(spec: ModelSpec, data: TrainingData) -> str:
-    """Same spec and data -> same study, so an interrupted job resumes where it stopped."""
-    return f"{spec.name}-{data.fingerprint[:16]}"
+    """Same spec and data -> same study, so an interrupted job resumes where it stopped; a
+    changed spec (search space, rounds, metric) starts a study of its own."""
+    digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    return f"{spec.name}-{data.fingerprint[:16]}-{digest[:8]}"
 
 
 def train(
