@@ -717,9 +717,11 @@ def scoring_throughput(home: str, repeats: int = SCORING_REPEATS) -> dict[str, A
     variants: dict[str, Any] = {}
     for variant, reasons in SCORING_VARIANTS.items():
         runs = [batch_scores(settings, reasons=reasons) for _ in range(repeats + 1)][1:]
-        phases = {k: [r.seconds[k] for r in runs] for k in ("champions", "features", "scoring")}
+        kinds = ("champions", "features", "scoring", "scoring_customer")
+        phases = {k: [r.seconds[k] for r in runs] for k in kinds}
         variants[variant] = {
             "rows": len(runs[0].frame),
+            "customers": int((runs[0].frame["kind"] == "customer").sum()),
             "models": runs[0].models,
             **{f"{k}_seconds": v for k, v in phases.items()},
         }
@@ -1301,6 +1303,12 @@ def _scoring_rows(score_all: dict[str, Any], scoring: dict[str, Any]) -> list[li
         met = median is not None and n / median >= SCORING_TARGET_PER_SECOND
         label = f"scoring phase, {v['models']} models, {variant}"
         rows.append([label, n, best, median, _rate(n, best), _rate(n, median), target, met])
+        if v.get("customers"):  # the same phase counting customers only (four models each)
+            c = v["customers"]
+            best, median = _spread(v["scoring_customer_seconds"])
+            met = median is not None and c / median >= SCORING_TARGET_PER_SECOND
+            label = f"  customers only, 4 customer models, {variant}"
+            rows.append([label, c, best, median, _rate(c, best), _rate(c, median), target, met])
     for name, info in scoring.get("models", {}).items():
         what = f"  {name} ({info['trees']} trees, {info['features']} features)"
         for step, seconds in info["seconds"].items():

@@ -38,7 +38,7 @@ def _metrics(home: Path, model: str) -> dict[str, float]:
     if not versions:
         return {}
     newest = max(versions, key=lambda v: int(v.version))
-    metrics = client.get_run(newest.run_id).data.metrics
+    metrics = client.get_run(str(newest.run_id)).data.metrics
     keys = ("roc_auc", "oracle_roc_auc", "ece", "mae", "baseline_mae")
     return {"version": int(newest.version), **{k: metrics[k] for k in keys if k in metrics}}
 

@@ -279,10 +279,12 @@ class Engine:
             log.warning("no feature snapshot: %s", exc)
             return State(champions, None)
         read = time.perf_counter()
-        customer_pop, dormant_pop = (
-            self._population(models[kind], ids[kind], matrices.get(kind))
-            for kind in ("customer", "dormant")
-        )
+        populations = {}
+        for kind in ("customer", "dormant"):
+            began = time.perf_counter()
+            populations[kind] = self._population(models[kind], ids[kind], matrices.get(kind))
+            self.timings[f"scoring_{kind}"] = time.perf_counter() - began
+        customer_pop, dormant_pop = populations["customer"], populations["dormant"]
         scored = time.perf_counter()
         self.timings.update(features=read - started, scoring=scored - read)
         log.info(
@@ -304,8 +306,10 @@ class Engine:
         the union of the models' features)."""
         if matrix is None:
             return None
+        values = matrix.to_numpy(np.float64)  # one copy; each model takes its columns from it
+        position = {name: i for i, name in enumerate(matrix.columns)}
         tables = {
-            m.name: self.score_rows(m.scorer, matrix[m.features].to_numpy(np.float64))
+            m.name: self.score_rows(m.scorer, values[:, [position[f] for f in m.features]])
             for m in models
         }
         return Population({identifier: i for i, identifier in enumerate(ids)}, tables)

@@ -87,8 +87,11 @@ def test_score_all_with_and_without_reasons_equals_the_service(served_home, tmp_
 def test_batch_scores_report_their_phases(served_home):
     home, uri, _ = served_home
     scores = batch_scores(Settings(home=home, mlflow_tracking_uri=uri))
-    assert set(scores.seconds) == {"champions", "features", "scoring"}
+    phases = {"champions", "features", "scoring", "scoring_customer", "scoring_dormant"}
+    assert set(scores.seconds) == phases
     assert all(s >= 0 for s in scores.seconds.values()) and scores.rate > 0
+    assert scores.seconds["scoring_customer"] <= scores.seconds["scoring"]
+    assert scores.customer_rate > 0
     assert scores.models == 2 and len(scores.frame) == scores.frame["entity_id"].nunique()
 
 
