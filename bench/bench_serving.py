@@ -1303,12 +1303,14 @@ def _scoring_rows(score_all: dict[str, Any], scoring: dict[str, Any]) -> list[li
         met = median is not None and n / median >= SCORING_TARGET_PER_SECOND
         label = f"scoring phase, {v['models']} models, {variant}"
         rows.append([label, n, best, median, _rate(n, best), _rate(n, median), target, met])
-        if v.get("customers"):  # the same phase counting customers only (four models each)
+        # The target counts the whole base, all five models together (reactivation's own
+        # population is the dormant contacts); active customers alone are shown beside it.
+        if v.get("customers"):
             c = v["customers"]
             best, median = _spread(v["scoring_customer_seconds"])
-            met = median is not None and c / median >= SCORING_TARGET_PER_SECOND
-            label = f"  customers only, 4 customer models, {variant}"
-            rows.append([label, c, best, median, _rate(c, best), _rate(c, median), target, met])
+            label = f"  active customers only, 4 customer models, {variant}"
+            rows.append([label, c, best, median, _rate(c, best), _rate(c, median), reference,
+                         None])  # fmt: skip
     for name, info in scoring.get("models", {}).items():
         what = f"  {name} ({info['trees']} trees, {info['features']} features)"
         for step, seconds in info["seconds"].items():
