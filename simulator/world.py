@@ -157,6 +157,8 @@ class _Simulation:
         # Conversions and returns decided by outreach, due in a later month: month -> indices.
         self.due_conversions: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.due_returns: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # The month's stream for the leads' fit scores (set again at the start of each month).
+        self.score_rng = _rng(seed, 0, 4)
 
     # ---- helpers ---------------------------------------------------------------------------
     def date(self, month: int | np.ndarray, day: np.ndarray) -> np.ndarray:
