@@ -96,7 +96,7 @@ class BatchScores:
     def customer_rate(self) -> float:
         """Active customers per second, each scored by all four customer models."""
         customers = int((self.frame["kind"] == "customer").sum())
-        return customers / max(self.seconds.get("scoring_customer", 0.0), 1e-9)
+        return customers / max(self.seconds["scoring_customer"], 1e-9)
 
 
 def batch_scores(settings: Settings, reasons: bool = False) -> BatchScores:

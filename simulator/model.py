@@ -207,17 +207,6 @@ def reactivation_logit(
     )
 
 
-def reactivation_probability(
-    cal: Calibration,
-    fit: FloatArray,
-    interest: FloatArray,
-    age_months: FloatArray,
-    size: IntArray,
-) -> FloatArray:
-    """Probability that an aged lead converts within 60 days of a reactivation touch."""
-    return sigmoid(reactivation_logit(cal, fit, interest, age_months, size))
-
-
 def winback_probability(
     cal: Calibration,
     health: FloatArray,

@@ -549,12 +549,14 @@ class _Simulation:
         weight = m.targeting_weight(leads.interest[aged])
         weight /= weight.mean() if len(aged) else 1.0
         chosen = aged[rng.random(len(aged)) < cal.reactivation_touch * weight]
-        p = m.reactivation_probability(
-            cal,
-            leads.fit[chosen],
-            leads.interest[chosen],
-            age[chosen].astype(float),
-            leads.size[chosen],
+        p = m.sigmoid(
+            m.reactivation_logit(
+                cal,
+                leads.fit[chosen],
+                leads.interest[chosen],
+                age[chosen].astype(float),
+                leads.size[chosen],
+            )
         )
         self._dormant_touches(month, "lead", chosen, p, "reactivation", rng)
 
@@ -630,7 +632,8 @@ class _Simulation:
         rng = _rng(self.seed, month, 3)
         leads, c = self.leads, self.c
         customer = leads.customer
-        # Day of the month a lead became a customer: past the month's end if it has not.
+        # Day of the month a lead becomes a customer: past the month's end if it has not,
+        # -1 if it became one in an earlier month (it visits as a lead no more).
         signup = np.full(len(leads), DAYS_IN_CHUNK)
         won = np.flatnonzero(customer >= 0)
         signup[won] = np.where(

@@ -28,7 +28,7 @@ def _bayes_by_quadrature(i: int) -> float:
 
     def p(x: float) -> float:
         args = (FIT[i : i + 1], np.array([x]), AGE[i : i + 1], SIZE[i : i + 1])
-        return float(m.reactivation_probability(CAL, *args)[0])
+        return float(m.sigmoid(m.reactivation_logit(CAL, *args))[0])
 
     def w(x: float) -> float:
         return float(m.targeting_weight(np.array([x]))[0])
@@ -61,9 +61,10 @@ def test_reactivation_truth_matches_the_simulated_step_and_targeting():
         after = m.interest_step(np.full(n, INTEREST[i]), spike)
         weight = m.targeting_weight(after)
         picked = rng.random(n) < 0.3 * weight / weight.max()
-        p = m.reactivation_probability(
+        logit = m.reactivation_logit(
             CAL, np.full(n, FIT[i]), after, np.full(n, AGE[i]), np.full(n, SIZE[i])
-        )[picked]
+        )
+        p = m.sigmoid(logit)[picked]
         stderr = p.std() / np.sqrt(len(p))
         assert abs(p.mean() - got[i]) < 4 * stderr, (i, p.mean(), got[i])
 

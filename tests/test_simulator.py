@@ -156,6 +156,16 @@ def test_the_data_shows_the_drivers_it_stands_for(rate_world):
     assert converted[high].mean() > converted[~high].mean()
 
 
+def test_an_account_holding_everything_meets_no_upgrade_prompt():
+    from simulator import model as m
+
+    users, budget, engagement = np.array([5.0, 5.0]), np.array([1.0, 1.0]), np.zeros(2)
+    rate = m.upgrade_prompt_rate(users, budget, engagement, np.array([True, False]))
+    assert rate[0] > 0 and rate[1] == 0.0
+    richer = m.upgrade_prompt_rate(users, budget + 1.0, engagement, np.array([True, True]))
+    assert richer[0] > rate[0]
+
+
 def test_advancing_keeps_history_and_adds_a_month(tmp_path: Path):
     raw_dir, truth_dir = tmp_path / "raw", tmp_path / "truth"
     write_world(simulate(months=24, scale=0.03, seed=3), raw_dir, truth_dir)

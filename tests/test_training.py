@@ -17,7 +17,7 @@ from training.dataset import DatasetError, build_training_data, split_cutoffs
 from training.job import JobConfig, study_name, train
 from training.metrics import classification_metrics, expected_calibration_error, lift_at
 from training.model import Calibrator
-from training.specs import SPECS, ModelSpec, get_spec, load_specs
+from training.specs import SPECS, Gate, ModelSpec, get_spec, load_specs
 from training.tuning import StorageError
 
 ts = pd.Timestamp
@@ -189,6 +189,8 @@ def test_a_changed_spec_starts_a_study_of_its_own(job):
     capped = spec.model_copy(update={"max_rounds": 50})
     assert study_name(spec, data) == study_name(spec.model_copy(), data)
     assert study_name(capped, data) != study_name(spec, data)
+    regated = spec.model_copy(update={"description": "other words", "gate": Gate(max_ece=0.5)})
+    assert study_name(regated, data) == study_name(spec, data)
 
 
 def test_single_class_label_registers_nothing(job, tmp_path: Path):

@@ -81,8 +81,12 @@ class TrainResult:
 
 def study_name(spec: ModelSpec, data: TrainingData) -> str:
     """Same spec and data -> same study, so an interrupted job resumes where it stopped; a
-    changed spec (search space, rounds, metric) starts a study of its own."""
-    digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    change to what shapes the trials (objective, metric, search space, round cap) starts a
+    study of its own, while a new description or gate keeps the study."""
+    search = spec.model_dump_json(
+        include={"objective", "primary_metric", "search_space", "max_rounds"}
+    )
+    digest = hashlib.sha256(search.encode()).hexdigest()
     return f"{spec.name}-{data.fingerprint[:16]}-{digest[:8]}"
 
 
