@@ -63,14 +63,8 @@ def score_matrix(scorer: Any, matrix: np.ndarray, reasons: bool = True) -> Score
     scores = scorer.predict_matrix(matrix)
     pct = percentiles(scores, np.asarray(scorer.meta["score_quantiles"]))
     n = len(scores)
-    if reasons and scorer.booster is not None and n:
-        import xgboost as xgb
-
-        # Saabas-style contributions (XGBoost's approx_contribs): linear in tree depth, where
-        # exact TreeSHAP is quadratic and took seconds per thousand rows on deep boosters.
-        contributions = scorer.booster.predict(
-            xgb.DMatrix(matrix), pred_contribs=True, approx_contribs=True, validate_features=False
-        )
+    contributions = scorer.contributions(matrix) if reasons and n else None
+    if contributions is not None:
         idx, contrib = top_reasons(contributions, matrix)
     else:
         idx = np.zeros((n, 0), dtype=np.int64)

@@ -191,6 +191,28 @@ def test_a_changed_spec_starts_a_study_of_its_own(job):
     assert study_name(capped, data) != study_name(spec, data)
     regated = spec.model_copy(update={"description": "other words", "gate": Gate(max_ece=0.5)})
     assert study_name(regated, data) == study_name(spec, data)
+    linear = spec.model_copy(update={"booster": "gblinear", "search_space": {}})
+    assert study_name(linear, data) != study_name(
+        spec.model_copy(update={"search_space": {}}), data
+    )
+
+
+def test_a_linear_model_trains_registers_and_scores_probabilities(job):
+    """Reactivation's spec asks for a linear booster: the same job tunes, calibrates, logs and
+    registers it, and the pyfunc model applies the shipped input transform."""
+    config, raw, store, cutoffs, as_of = job
+    result = train(SPECS["reactivation"], config, raw, store, cutoffs, as_of)
+    assert result.trials == 3 and np.isfinite(result.metrics["oracle_roc_auc"])
+    assert np.isfinite(result.metrics["lead_roc_auc"])  # the tiny world has few returns
+    client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
+    importance = client.download_artifacts(result.run_id, "feature_importance.csv")
+    assert len(pd.read_csv(importance)) > 10
+    mlflow.set_tracking_uri(config.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/reactivation/{result.version}")
+    example = model.input_example
+    scores = np.asarray(model.predict(example))
+    assert ((scores > 0) & (scores < 1)).all() and len(np.unique(scores)) > 1
+    assert "lead_fit_score" in example.columns  # the features, not the transformed inputs
 
 
 def test_single_class_label_registers_nothing(job, tmp_path: Path):

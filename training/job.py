@@ -84,7 +84,7 @@ def study_name(spec: ModelSpec, data: TrainingData) -> str:
     change to what shapes the trials (objective, metric, search space, round cap) starts a
     study of its own, while a new description or gate keeps the study."""
     search = spec.model_dump_json(
-        include={"objective", "primary_metric", "search_space", "max_rounds"}
+        include={"objective", "booster", "primary_metric", "search_space", "max_rounds"}
     )
     digest = hashlib.sha256(search.encode()).hexdigest()
     return f"{spec.name}-{data.fingerprint[:16]}-{digest[:8]}"
@@ -163,6 +163,7 @@ def train(
             num_rounds=result.num_rounds,
             calibration=spec.calibration,
             seed=config.seed,
+            booster=spec.booster,
         )
         with _trainer(config) as trainer:
             model.fit(X_tr, y_tr, X_va, y_va, trainer=trainer)
@@ -188,11 +189,7 @@ def train(
                 oracle = truth["probability"].to_numpy(float) if truth is not None else None
                 classification_plots(y_te, pred, oracle, folder / "plots")
             contributions = model.contributions(X_te)
-            gain = {
-                k: float(v) if not isinstance(v, list) else float(sum(v))
-                for k, v in model.booster_.get_score(importance_type="gain").items()
-            }
-            table = importance_tables(model.feature_names_, gain, contributions)
+            table = importance_tables(model.feature_names_, model.importance(), contributions)
             importance_plot(table, folder / "plots")
             tracking.log_folder(folder / "plots", "plots")
             tracking.log_table(table, "feature_importance.csv")

@@ -19,6 +19,8 @@ from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from training import linear
+
 BOOSTER_FILE = "booster.json"
 META_FILE = "model.json"
 
@@ -71,7 +73,9 @@ def apply_calibration(method: str, params: dict[str, Any], raw: np.ndarray) -> n
 
 
 class BoostedModel(BaseEstimator):
-    """XGBoost on a fixed feature list, plus a calibrator for classifiers."""
+    """XGBoost on a fixed feature list, plus a calibrator for classifiers. The booster is
+    boosted trees ('gbtree') or a linear model ('gblinear'), which reads its features through
+    the transform of `training.linear`, learned on the training rows."""
 
     def __init__(
         self,
@@ -80,22 +84,33 @@ class BoostedModel(BaseEstimator):
         num_rounds: int = 200,
         calibration: str = "sigmoid",
         seed: int = 0,
+        booster: str = "gbtree",
     ) -> None:
         self.objective = objective
         self.params = params
         self.num_rounds = num_rounds
         self.calibration = calibration
         self.seed = seed
+        self.booster = booster
 
     def _xgb_params(self) -> dict[str, Any]:
-        base = {
+        base: dict[str, Any] = {
             "objective": "binary:logistic" if self.objective == "binary" else "reg:squarederror",
             "eval_metric": "logloss" if self.objective == "binary" else "mae",
-            "tree_method": "hist",
             "seed": self.seed,
             "nthread": 2,
         }
+        if self.booster == "gblinear":
+            # Coordinate descent is deterministic (the default 'shotgun' updater is not).
+            base.update(booster="gblinear", updater="coord_descent", learning_rate=0.5)
+        else:
+            base["tree_method"] = "hist"
         return {**base, **(self.params or {})}
+
+    def _inputs(self, X: pd.DataFrame) -> np.ndarray:
+        """The booster's input columns of `X` (the features themselves for trees)."""
+        matrix = X[self.feature_names_].to_numpy(np.float64)
+        return matrix if self.inputs_ is None else linear.transform(self.inputs_, matrix)
 
     def fit(
         self,
@@ -108,14 +123,15 @@ class BoostedModel(BaseEstimator):
         """Train the booster on (X, y), in this process or through `trainer` (e.g. a
         `training.distributed.DaskTrainer`); fit the calibrator on the validation rows."""
         self.feature_names_ = list(X.columns)
-        values = X.to_numpy(np.float64)
+        self.inputs_ = linear.fit_inputs(X) if self.booster == "gblinear" else None
+        values = self._inputs(X)
+        names = self.feature_names_ if self.inputs_ is None else linear.input_names(self.inputs_)
         if trainer is not None:
-            self.booster_ = trainer.train(
-                self._xgb_params(), values, y, self.feature_names_, self.num_rounds
-            )
+            self.booster_ = trainer.train(self._xgb_params(), values, y, names, self.num_rounds)
         else:
-            train = xgb.DMatrix(values, label=y, feature_names=self.feature_names_)
+            train = xgb.DMatrix(values, label=y, feature_names=names)
             self.booster_ = xgb.train(self._xgb_params(), train, num_boost_round=self.num_rounds)
+        self.linear_ = None if self.inputs_ is None else linear.coefficients(self.booster_)
         method = self.calibration if self.objective == "binary" else "none"
         self.calibrator_ = Calibrator(method)
         if method != "none":
@@ -128,6 +144,8 @@ class BoostedModel(BaseEstimator):
 
     def raw_predict(self, X: pd.DataFrame) -> np.ndarray:
         matrix = X[self.feature_names_].to_numpy(np.float64)
+        if self.inputs_ is not None and self.linear_ is not None:
+            return linear_output(self.objective, linear.margin(self.inputs_, self.linear_, matrix))
         return self.booster_.inplace_predict(matrix, validate_features=False)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -135,21 +153,44 @@ class BoostedModel(BaseEstimator):
         return self.calibrator_.transform(self.raw_predict(X))
 
     def contributions(self, X: pd.DataFrame) -> np.ndarray:
-        """XGBoost's own per-feature contributions (SHAP values) on the margin, plus bias."""
-        matrix = xgb.DMatrix(X[self.feature_names_].to_numpy(np.float64))
-        return self.booster_.predict(matrix, pred_contribs=True, validate_features=False)
+        """XGBoost's own per-feature contributions (SHAP values) on the margin, plus bias;
+        exact weight x input for a linear booster, its indicator columns folded in."""
+        matrix = X[self.feature_names_].to_numpy(np.float64)
+        if self.inputs_ is not None and self.linear_ is not None:
+            return linear.contributions(self.inputs_, self.linear_, matrix)
+        return self.booster_.predict(
+            xgb.DMatrix(matrix), pred_contribs=True, validate_features=False
+        )
+
+    def importance(self) -> dict[str, float]:
+        """Per feature: total gain of its splits (trees) or |weight| on its standardised
+        input plus its missing indicator (linear)."""
+        if self.inputs_ is None or self.linear_ is None:
+            gain = self.booster_.get_score(importance_type="gain")
+            return {k: float(sum(v)) if isinstance(v, list) else float(v) for k, v in gain.items()}
+        weights = np.abs(self.linear_[0])
+        out = np.zeros(len(self.feature_names_))
+        np.add.at(out, linear.source_of(self.inputs_), weights)
+        return {name: float(w) for name, w in zip(self.feature_names_, out, strict=True) if w}
 
     def save(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(folder / BOOSTER_FILE)
         meta = {
             "objective": self.objective,
+            "booster": self.booster,
             "features": self.feature_names_,
+            **({"inputs": self.inputs_} if self.inputs_ is not None else {}),
             "calibration": {"method": self.calibrator_.method, "params": self.calibrator_.params_},
             **(extra or {}),
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=1))
         return folder
+
+
+def linear_output(objective: str, margin: np.ndarray) -> np.ndarray:
+    """A linear booster's output from its margin: a probability for a classifier."""
+    return 1.0 / (1.0 + np.exp(-margin)) if objective == "binary" else margin
 
 
 def load_meta(folder: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,6 +39,10 @@ DEFAULT_SPACE: dict[str, Param] = {
     "colsample_bytree": Param(low=0.4, high=1.0),
     "reg_lambda": Param(low=0.1, high=20, log=True),
 }
+# A linear booster (`booster = "gblinear"`) has one knob worth tuning: the L2 penalty, which
+# XGBoost scales by the number of training rows (0.01 is about C = 100 / rows in sklearn).
+LINEAR_SPACE: dict[str, Param] = {"reg_lambda": Param(low=0.003, high=1.0, log=True)}
+LINEAR_PARAMS = frozenset({"reg_lambda", "reg_alpha", "learning_rate"})
 
 
 class Gate(BaseModel):
@@ -81,6 +85,11 @@ class ModelSpec(BaseModel):
         "(default: the horizon, so label windows never overlap).",
     )
     objective: Literal["binary", "regression"] = "binary"
+    booster: Literal["gbtree", "gblinear"] = Field(
+        default="gbtree",
+        description="Boosted trees, or a linear model on log-scaled, standardised features "
+        "(training.linear): steadier when positives are few and the signal is additive.",
+    )
     primary_metric: Literal["roc_auc", "pr_auc", "mae"] = "roc_auc"
     calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
     valid_cutoffs: int = Field(default=1, ge=1)
@@ -91,12 +100,27 @@ class ModelSpec(BaseModel):
     search_space: dict[str, Param] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
     max_rounds: int = Field(default=600, ge=10)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _linear_space(cls, data: Any) -> Any:
+        """A linear booster's default search space is LINEAR_SPACE, not the trees' one."""
+        if isinstance(data, dict) and data.get("booster") == "gblinear":
+            data.setdefault("search_space", dict(LINEAR_SPACE))
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         if self.label == "table" and self.label_table is None:
             raise ValueError(f"spec {self.name}: label 'table' needs label_table")
         if self.objective == "regression" and self.primary_metric != "mae":
             raise ValueError(f"spec {self.name}: a regression is ranked by mae")
+        if self.booster == "gblinear":
+            trees = sorted(set(self.search_space) - LINEAR_PARAMS)
+            if trees:
+                raise ValueError(
+                    f"spec {self.name}: {', '.join(trees)} tune trees; a gblinear search space "
+                    f"takes {', '.join(sorted(LINEAR_PARAMS))}"
+                )
         return self
 
     @property
@@ -143,11 +167,10 @@ SPECS: dict[str, ModelSpec] = {
             test_cutoffs=4,
             breakdown=["lead", "former_customer"],
             gate=Gate(primary_floor=0.60, max_ece=0.03),
-            search_space={
-                **DEFAULT_SPACE,
-                "max_depth": Param(low=2, high=4, integer=True),
-                "min_child_weight": Param(low=5, high=100, log=True),
-            },
+            # About 50 conversions per year of touches: boosted trees learn the additive
+            # signal badly from so few (a 0.08 mean test-AUC gap to the oracle over six
+            # worlds), a linear model halves that gap.
+            booster="gblinear",
         ),
         ModelSpec(
             name="referral",

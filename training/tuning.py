@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from sklearn.metrics import roc_auc_score
 from sqlalchemy.pool import NullPool
 
+from training import linear
 from training.model import BoostedModel
 from training.specs import ModelSpec
 
@@ -218,7 +219,9 @@ def run_trials(
     spec, trials = plan.spec, plan.trials
     X_train, y_train, X_valid, y_valid = arrays
     study = study or open_study(plan)
-    base = BoostedModel(objective=spec.objective, seed=plan.seed)._xgb_params()
+    base = BoostedModel(
+        objective=spec.objective, seed=plan.seed, booster=spec.booster
+    )._xgb_params()
     base["nthread"] = nthread
     metric = base["eval_metric"]
     dtrain = xgb.DMatrix(X_train, label=y_train)
@@ -301,6 +304,22 @@ def run_workers(
     return [p.exitcode for p in processes]
 
 
+def booster_arrays(
+    spec: ModelSpec,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the trials boost on: the features, or a linear booster's inputs (the transform
+    learned on the training rows, as the refit learns it)."""
+    train, valid = X_train.to_numpy(np.float64), X_valid.to_numpy(np.float64)
+    if spec.booster == "gblinear":
+        inputs = linear.fit_inputs(X_train)
+        train, valid = linear.transform(inputs, train), linear.transform(inputs, valid)
+    return train, np.asarray(y_train), valid, np.asarray(y_valid)
+
+
 def tune(
     plan: StudyPlan,
     X_train: pd.DataFrame,
@@ -318,8 +337,7 @@ def tune(
     done = len(finished_trials(study))
     if done:
         log.info("%s: resuming study %s (%d trials done)", spec.name, plan.study_name, done)
-    arrays = (X_train.to_numpy(np.float64), np.asarray(y_train),
-              X_valid.to_numpy(np.float64), np.asarray(y_valid))  # fmt: skip
+    arrays = booster_arrays(spec, X_train, y_train, X_valid, y_valid)
     if workers > 1 and done < trials:
         run_workers(plan, arrays, workers)
     beat = plan.heartbeat or Heartbeat()
