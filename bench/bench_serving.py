@@ -739,7 +739,9 @@ def scoring_throughput(home: str, repeats: int = SCORING_REPEATS) -> dict[str, A
                 "version": champion.version,
                 "rows": len(scores.values),
                 "features": len(champion.features),
-                "trees": booster.num_boosted_rounds() if booster is not None else None,
+                "trees": booster.num_boosted_rounds()
+                if booster is not None and champion.scorer.linear is None
+                else None,  # a linear booster has weights, no trees
                 "calibration": champion.scorer.meta.get("calibration", {}).get("method"),
                 "seconds": _model_seconds(champion.scorer, scores.values, repeats),
             }
@@ -1312,7 +1314,8 @@ def _scoring_rows(score_all: dict[str, Any], scoring: dict[str, Any]) -> list[li
             rows.append([label, c, best, median, _rate(c, best), _rate(c, median), reference,
                          None])  # fmt: skip
     for name, info in scoring.get("models", {}).items():
-        what = f"  {name} ({info['trees']} trees, {info['features']} features)"
+        shape = f"{info['trees']} trees" if info["trees"] is not None else "linear"
+        what = f"  {name} ({shape}, {info['features']} features)"
         for step, seconds in info["seconds"].items():
             n = info["rows"]
             rows.append([f"{what}: {step}", n, None, seconds, None, _rate(n, seconds),
