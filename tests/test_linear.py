@@ -83,12 +83,18 @@ def test_a_linear_booster_ships_its_inputs_and_explains_its_margin(tmp_path: Pat
     )
 
 
-def test_a_linear_spec_gets_the_linear_search_space_and_refuses_tree_knobs():
-    fields = {**SPECS["churn"].model_dump(exclude={"search_space"}), "booster": "gblinear"}
-    assert ModelSpec(**fields).search_space == LINEAR_SPACE
-    with pytest.raises(
-        ValueError,
-        match="max_depth, min_child_weight, subsample tune trees; a gblinear search space takes",
-    ):
-        ModelSpec(**{**fields, "search_space": SPECS["churn"].model_dump()["search_space"]})
-    assert SPECS["reactivation"].booster == "gblinear"
+def test_a_linear_spec_tunes_the_linear_space_and_auto_counts_positives():
+    fields = {**SPECS["churn"].model_dump(), "booster": "gblinear"}
+    assert ModelSpec(**fields).space == LINEAR_SPACE
+    assert SPECS["churn"].space == SPECS["churn"].search_space  # trees
+    with pytest.raises(ValueError, match="max_depth, min_child_weight, subsample tune trees"):
+        ModelSpec(**{**fields, "linear_space": SPECS["churn"].model_dump()["search_space"]})
+    react = SPECS["reactivation"]
+    assert react.booster == "auto" and react.linear_below_positives == 100
+    with pytest.raises(ValueError, match="resolved by the job"):
+        _ = react.space
+    assert react.resolved(45).booster == "gblinear" and react.resolved(45).space == LINEAR_SPACE
+    assert react.resolved(130).booster == "gbtree"
+    assert react.resolved(130).space["max_depth"].high == 4  # reactivation's own tree space
+    with pytest.raises(ValueError, match="binary only"):
+        ModelSpec(**{**SPECS["clv"].model_dump(), "booster": "auto"})

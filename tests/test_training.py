@@ -191,20 +191,23 @@ def test_a_changed_spec_starts_a_study_of_its_own(job):
     assert study_name(capped, data) != study_name(spec, data)
     regated = spec.model_copy(update={"description": "other words", "gate": Gate(max_ece=0.5)})
     assert study_name(regated, data) == study_name(spec, data)
-    linear = spec.model_copy(update={"booster": "gblinear", "search_space": {}})
-    assert study_name(linear, data) != study_name(
-        spec.model_copy(update={"search_space": {}}), data
-    )
+    linear = spec.model_copy(update={"booster": "gblinear"})
+    assert study_name(linear, data) != study_name(spec, data)
+    # Only the active space counts: a new linear space leaves a tree model's study alone.
+    relinear = spec.model_copy(update={"linear_space": {}})
+    assert study_name(relinear, data) == study_name(spec, data)
 
 
 def test_a_linear_model_trains_registers_and_scores_probabilities(job):
-    """Reactivation's spec asks for a linear booster: the same job tunes, calibrates, logs and
-    registers it, and the pyfunc model applies the shipped input transform."""
+    """Reactivation's spec asks for a linear booster when positives are few, as in the tiny
+    world: the same job tunes, calibrates, logs and registers it, and the pyfunc model applies
+    the shipped input transform."""
     config, raw, store, cutoffs, as_of = job
     result = train(SPECS["reactivation"], config, raw, store, cutoffs, as_of)
     assert result.trials == 3 and np.isfinite(result.metrics["oracle_roc_auc"])
     assert np.isfinite(result.metrics["lead_roc_auc"])  # the tiny world has few returns
     client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
+    assert client.get_run(result.run_id).data.params["booster"] == "gblinear"
     importance = client.download_artifacts(result.run_id, "feature_importance.csv")
     assert len(pd.read_csv(importance)) > 10
     mlflow.set_tracking_uri(config.tracking_uri)

@@ -83,10 +83,9 @@ def study_name(spec: ModelSpec, data: TrainingData) -> str:
     """Same spec and data -> same study, so an interrupted job resumes where it stopped; a
     change to what shapes the trials (objective, metric, search space, round cap) starts a
     study of its own, while a new description or gate keeps the study."""
-    search = spec.model_dump_json(
-        include={"objective", "booster", "primary_metric", "search_space", "max_rounds"}
-    )
-    digest = hashlib.sha256(search.encode()).hexdigest()
+    shape = spec.model_dump(include={"objective", "booster", "primary_metric", "max_rounds"})
+    shape["space"] = {k: v.model_dump() for k, v in spec.space.items()}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
     return f"{spec.name}-{data.fingerprint[:16]}-{digest[:8]}"
 
 
@@ -102,6 +101,11 @@ def train(
     started = time.perf_counter()
     data = build_training_data(spec, raw, store, cutoffs, as_of)
     X_tr, y_tr, keys_tr = data.rows("train")
+    if spec.booster == "auto":
+        positives = int(np.sum(y_tr > 0))
+        spec = spec.resolved(positives)
+        log.info("%s: %d positive training labels -> booster %s",
+                 spec.name, positives, spec.booster)  # fmt: skip
     X_va, y_va, _ = data.rows("valid")
     X_te, y_te, keys_te = data.rows("test")
     name = study_name(spec, data)
@@ -142,6 +146,7 @@ def train(
                 "feature_service": spec.feature_service,
                 "horizon_months": spec.horizon_months,
                 "objective": spec.objective,
+                "booster": spec.booster,
                 "primary_metric": spec.primary_metric,
                 "calibration": spec.calibration,
                 "split": data.split.describe(),

@@ -98,7 +98,7 @@ class _Pruning(xgb.callback.TrainingCallback):
 def sample_params(trial: optuna.Trial, spec: ModelSpec) -> dict[str, Any]:
     """One point of the spec's search space."""
     params: dict[str, Any] = {}
-    for name, p in spec.search_space.items():
+    for name, p in spec.space.items():
         if p.integer:
             params[name] = trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
         else:
