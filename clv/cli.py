@@ -221,14 +221,15 @@ def train_command(
 def _training_table(results: list) -> str:
     lines = [
         f"{'model':13s} {'trials':>6s} {'metric':>8s} {'test':>9s} {'oracle':>9s} {'gap':>8s}"
-        f" {'version':>7s} {'seconds':>7s}"
+        f" {'ceiling':>8s} {'version':>7s} {'seconds':>7s}"
     ]
     for r in results:
         metric = "roc_auc" if "roc_auc" in r.metrics else "mae"
         gap = r.oracle - r.primary if metric == "roc_auc" else r.primary - r.oracle
+        ceiling = f"{r.ceiling:8.4f}" if r.ceiling == r.ceiling else f"{'-':>8s}"
         lines.append(
             f"{r.name:13s} {r.trials:6d} {metric:>8s} {r.primary:9.4f} {r.oracle:9.4f} {gap:8.4f}"
-            f" {r.version:>7s} {r.seconds:7.0f}"
+            f" {ceiling} {r.version:>7s} {r.seconds:7.0f}"
         )
     return "\n".join(lines)
 

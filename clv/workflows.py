@@ -264,14 +264,18 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
 
     step("6/6 summary")
     echo("")
-    echo(f"{'model':13s} {'metric':8s} {'test':>9s} {'oracle':>9s} {'champion':>9s}")
+    echo(
+        f"{'model':13s} {'metric':8s} {'test':>9s} {'oracle':>9s} {'ceiling':>9s} {'champion':>9s}"
+    )
     champions = {name: outcome for name, outcome, _ in outcomes}
     for r in results:
         metric = "roc_auc" if "roc_auc" in r.metrics else "mae"
+        ceiling = f"{r.ceiling:9.4f}" if r.ceiling == r.ceiling else f"{'-':>9s}"
         echo(
-            f"{r.name:13s} {metric:8s} {r.primary:9.4f} {r.oracle:9.4f} "
+            f"{r.name:13s} {metric:8s} {r.primary:9.4f} {r.oracle:9.4f} {ceiling} "
             f"{champions.get(r.name, ''):>9s}"
         )
+    echo("(ceiling: trees fitted to the true probabilities on the same features)")
     echo("")
     echo(f"scored over HTTP: {calls}")
     echo(f"outputs: {settings.home} (raw/, truth/, features/, feast/, mlflow.db, mlartifacts/)")

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from tests.factories import tiny_raw
 from training import labels
 from training.dataset import DatasetError, build_training_data, split_cutoffs
+from training.evaluation import feature_ceiling
 from training.job import JobConfig, study_name, train
 from training.metrics import classification_metrics, expected_calibration_error, lift_at
 from training.model import Calibrator
@@ -90,6 +91,23 @@ def test_metrics_and_calibration():
         classification_metrics(np.zeros(10), p[:10])
 
 
+def test_the_feature_ceiling_tells_information_from_learning():
+    """Fitted to the true probabilities, the ceiling ranks as well as the oracle when the
+    features hold the whole truth, and by chance when they hold none of it."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    signal, noise = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    truth = 1 / (1 + np.exp(-(-2 + 1.5 * signal)))
+    y = (rng.random(n) < truth).astype(float)
+    fit, test = slice(0, 4000), slice(4000, None)
+    oracle = classification_metrics(y[test], truth[test])["roc_auc"]
+    full = pd.DataFrame({"signal": signal, "noise": noise})
+    ceiling = feature_ceiling(full[fit], truth[fit], full[test], y[test])
+    assert abs(ceiling - oracle) < 0.01
+    blind = pd.DataFrame({"noise": noise})
+    assert abs(feature_ceiling(blind[fit], truth[fit], blind[test], y[test]) - 0.5) < 0.05
+
+
 @pytest.fixture()
 def job(tmp_path: Path, feast_home):
     home, config, store, report = feast_home
@@ -116,6 +134,8 @@ def test_job_registers_a_calibrated_probability_model(job):
     for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_at_10pct"):
         assert np.isfinite(result.metrics[name]) and np.isfinite(result.metrics[f"oracle_{name}"])
     assert result.metrics["roc_auc"] > 0.6
+    ceiling = result.metrics["ceiling_roc_auc"]
+    assert 0.6 < ceiling < 1 and np.isfinite(result.metrics["ceiling_gap_roc_auc"])
 
     client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
     version = client.get_model_version("churn", "1")

@@ -24,6 +24,7 @@ from training.dataset import TrainingData, build_training_data
 from training.evaluation import (
     classification_plots,
     evaluate,
+    feature_ceiling,
     importance_plot,
     importance_tables,
     regression_plots,
@@ -77,6 +78,11 @@ class TrainResult:
     @property
     def oracle(self) -> float:
         return self.metrics.get("oracle_roc_auc", self.metrics.get("oracle_mae", float("nan")))
+
+    @property
+    def ceiling(self) -> float:
+        """The feature ceiling's test AUC (NaN without ground truth or for a regression)."""
+        return self.metrics.get("ceiling_roc_auc", float("nan"))
 
 
 def study_name(spec: ModelSpec, data: TrainingData) -> str:
@@ -176,6 +182,8 @@ def train(
         pred = model.predict(X_te)
         truth = truth_for(spec, keys_te, config.truth_dir)
         metrics = evaluate(spec, keys_te, y_te, pred, truth)
+        if "oracle_roc_auc" in metrics:
+            metrics.update(_ceiling(spec, data, config.truth_dir, metrics["oracle_roc_auc"]))
         kind = "xgboost"
         notes: list[str] = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -235,6 +243,24 @@ def train(
     return TrainResult(
         spec.name, version, result.trials, metrics, seconds, run.info.run_id, kind, notes
     )
+
+
+def _ceiling(
+    spec: ModelSpec, data: TrainingData, truth_dir: Path | None, oracle_auc: float
+) -> dict[str, float]:
+    """The feature ceiling (fitted on the train and validation rows' true probabilities) and
+    the oracle's lead over it."""
+    X_tr, _, keys_tr = data.rows("train")
+    X_va, _, keys_va = data.rows("valid")
+    X_te, y_te, _ = data.rows("test")
+    keys = pd.concat([keys_tr, keys_va], ignore_index=True)
+    truth = truth_for(spec, keys, truth_dir)
+    if truth is None:
+        return {}
+    fit = pd.concat([X_tr, X_va], ignore_index=True)
+    ceiling = feature_ceiling(fit, truth["probability"].to_numpy(float), X_te, y_te)
+    log.info("%s: feature ceiling %.4f (oracle %.4f)", spec.name, ceiling, oracle_auc)
+    return {"ceiling_roc_auc": ceiling, "ceiling_gap_roc_auc": oracle_auc - ceiling}
 
 
 @contextlib.contextmanager
