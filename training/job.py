@@ -87,8 +87,8 @@ class TrainResult:
 
 def study_name(spec: ModelSpec, data: TrainingData) -> str:
     """Same spec and data -> same study, so an interrupted job resumes where it stopped; a
-    change to what shapes the trials (objective, metric, search space, round cap) starts a
-    study of its own, while a new description or gate keeps the study."""
+    change to what shapes the trials (objective, booster, metric, the booster's search space,
+    round cap) starts a study of its own, while a new description or gate keeps the study."""
     shape = spec.model_dump(include={"objective", "booster", "primary_metric", "max_rounds"})
     shape["space"] = {k: v.model_dump() for k, v in spec.space.items()}
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
