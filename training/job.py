@@ -180,10 +180,14 @@ def train(
             model.fit(X_tr, y_tr, X_va, y_va, trainer=trainer)
         tracking.log_params({"trainer": "xgboost.dask" if trainer else "xgboost"})
         pred = model.predict(X_te)
-        truth = truth_for(spec, keys_te, config.truth_dir)
+        # The truth of every row, read once: the test rows' for the oracle, the others' for
+        # the feature ceiling.
+        truth_all = truth_for(spec, data.keys, config.truth_dir)
+        test = data.part == "test"
+        truth = None if truth_all is None else truth_all[test].reset_index(drop=True)
         metrics = evaluate(spec, keys_te, y_te, pred, truth)
-        if "oracle_roc_auc" in metrics:
-            metrics.update(_ceiling(spec, data, config.truth_dir, metrics["oracle_roc_auc"]))
+        if truth_all is not None and "oracle_roc_auc" in metrics:
+            metrics.update(_ceiling(spec, data, truth_all, metrics["oracle_roc_auc"]))
         kind = "xgboost"
         notes: list[str] = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,19 +250,14 @@ def train(
 
 
 def _ceiling(
-    spec: ModelSpec, data: TrainingData, truth_dir: Path | None, oracle_auc: float
+    spec: ModelSpec, data: TrainingData, truth_all: pd.DataFrame, oracle_auc: float
 ) -> dict[str, float]:
-    """The feature ceiling (fitted on the train and validation rows' true probabilities) and
-    the oracle's lead over it."""
-    X_tr, _, keys_tr = data.rows("train")
-    X_va, _, keys_va = data.rows("valid")
+    """The feature ceiling (fitted on the train and validation rows' true probabilities,
+    `truth_all` being aligned to every row of `data`) and the oracle's lead over it."""
+    fit = data.part != "test"
     X_te, y_te, _ = data.rows("test")
-    keys = pd.concat([keys_tr, keys_va], ignore_index=True)
-    truth = truth_for(spec, keys, truth_dir)
-    if truth is None:
-        return {}
-    fit = pd.concat([X_tr, X_va], ignore_index=True)
-    ceiling = feature_ceiling(fit, truth["probability"].to_numpy(float), X_te, y_te)
+    probability = truth_all.loc[fit, "probability"].to_numpy(float)
+    ceiling = feature_ceiling(data.features[fit], probability, X_te, y_te)
     log.info("%s: feature ceiling %.4f (oracle %.4f)", spec.name, ceiling, oracle_auc)
     return {"ceiling_roc_auc": ceiling, "ceiling_gap_roc_auc": oracle_auc - ceiling}
 
