@@ -205,7 +205,7 @@ def train_command(
     ] = False,
 ) -> None:
     """Tune, train, evaluate and register one model (or all) from the feature store."""
-    from clv.workflows import train_models
+    from clv.workflows import train_models, training_table
 
     settings = settings_of(ctx)
     results = train_models(
@@ -215,23 +215,7 @@ def train_command(
         for r in results:
             typer.echo(f"{r.name}: {r.notes[0]}; best validation {r.metrics}")
         return
-    typer.echo(_training_table(results))
-
-
-def _training_table(results: list) -> str:
-    lines = [
-        f"{'model':13s} {'trials':>6s} {'metric':>8s} {'test':>9s} {'oracle':>9s} {'gap':>8s}"
-        f" {'ceiling':>8s} {'version':>7s} {'seconds':>7s}"
-    ]
-    for r in results:
-        metric = "roc_auc" if "roc_auc" in r.metrics else "mae"
-        gap = r.oracle - r.primary if metric == "roc_auc" else r.primary - r.oracle
-        ceiling = f"{r.ceiling:8.4f}" if r.ceiling == r.ceiling else f"{'-':>8s}"
-        lines.append(
-            f"{r.name:13s} {r.trials:6d} {metric:>8s} {r.primary:9.4f} {r.oracle:9.4f} {gap:8.4f}"
-            f" {ceiling} {r.version:>7s} {r.seconds:7.0f}"
-        )
-    return "\n".join(lines)
+    typer.echo(training_table(results))
 
 
 @app.command()

@@ -3,6 +3,11 @@
 The targets of the training issue: test ROC-AUC within 0.02 of the oracle's for churn,
 expansion and referral, within 0.03 for reactivation; ECE <= 0.02; CLV MAE better than the
 naive "last 12 months repeat" baseline. The measured figures are printed either way.
+
+The gap is checked twice: on this test set's labels (the target as written), and in
+expectation over labels drawn from the true probabilities, which takes the luck of one draw
+out (at this size a reactivation test set holds about 25 conversions, and its realised gap
+strays by about 0.03 either way).
 """
 
 from __future__ import annotations
@@ -52,9 +57,15 @@ def test_auc_within_reach_of_the_oracle(trained, name):
     gap = m["oracle_roc_auc"] - m["roc_auc"]
     print(
         f"{name}: roc_auc {m['roc_auc']:.4f} oracle {m['oracle_roc_auc']:.4f} gap {gap:.4f}"
-        f" (feature ceiling {m['ceiling_roc_auc']:.4f}, ece {m['ece']:.4f})"
+        f" (feature ceiling {m['ceiling_roc_auc']:.4f}, ece {m['ece']:.4f}; expected gap"
+        f" {m['expected_gap_roc_auc']:.4f} +- {m['gap_noise_sd_roc_auc']:.4f})"
     )
     assert gap <= GAP[name]
+
+
+@pytest.mark.parametrize("name", list(GAP))
+def test_expected_auc_within_reach_of_the_oracle(trained, name):
+    assert trained[name].metrics["expected_gap_roc_auc"] <= GAP[name]
 
 
 @pytest.mark.parametrize("name", list(GAP))

@@ -10,13 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from tests.factories import tiny_raw
 from training import labels
 from training.dataset import DatasetError, build_training_data, split_cutoffs
 from training.evaluation import feature_ceiling
 from training.job import JobConfig, study_name, train
-from training.metrics import classification_metrics, expected_calibration_error, lift_at
+from training.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    expected_roc_auc,
+    gap_noise_sd,
+    lift_at,
+)
 from training.model import Calibrator
 from training.specs import SPECS, Gate, ModelSpec, get_spec, load_specs
 from training.tuning import StorageError
@@ -102,10 +109,28 @@ def test_the_feature_ceiling_tells_information_from_learning():
     fit, test = slice(0, 4000), slice(4000, None)
     oracle = classification_metrics(y[test], truth[test])["roc_auc"]
     full = pd.DataFrame({"signal": signal, "noise": noise})
-    ceiling = feature_ceiling(full[fit], truth[fit], full[test], y[test])
+    ceiling = roc_auc_score(y[test], feature_ceiling(full[fit], truth[fit], full[test]))
     assert abs(ceiling - oracle) < 0.01
     blind = pd.DataFrame({"noise": noise})
-    assert abs(feature_ceiling(blind[fit], truth[fit], blind[test], y[test]) - 0.5) < 0.05
+    chance = roc_auc_score(y[test], feature_ceiling(blind[fit], truth[fit], blind[test]))
+    assert abs(chance - 0.5) < 0.05
+
+
+def test_the_expected_auc_is_the_mean_auc_over_label_draws():
+    """Labels redrawn from the true probabilities many times: their mean ROC-AUC is the expected
+    AUC (ties included), and the spread of the oracle-minus-model gap is the noise estimate."""
+    rng = np.random.default_rng(3)
+    p = rng.beta(1, 15, 2000)
+    score = np.round(p + rng.normal(0, 0.03, 2000), 2)  # rounding makes ties
+    labels = rng.random((3000, 2000)) < p
+    aucs = np.array([roc_auc_score(y, score) for y in labels])
+    gaps = np.array([roc_auc_score(y, p) for y in labels]) - aucs
+    assert expected_roc_auc(score, p) == pytest.approx(aucs.mean(), abs=0.002)
+    assert expected_roc_auc(p, p) > expected_roc_auc(score, p)
+    assert gap_noise_sd(score, p, draws=400) == pytest.approx(gaps.std(), rel=0.15)
+    assert expected_roc_auc(-score, p) == pytest.approx(1 - expected_roc_auc(score, p))
+    with pytest.raises(ValueError, match="strictly between"):
+        expected_roc_auc(score, np.zeros(2000))
 
 
 @pytest.fixture()
@@ -136,6 +161,12 @@ def test_job_registers_a_calibrated_probability_model(job):
     assert result.metrics["roc_auc"] > 0.6
     ceiling = result.metrics["ceiling_roc_auc"]
     assert 0.6 < ceiling < 1 and np.isfinite(result.metrics["ceiling_gap_roc_auc"])
+    m = result.metrics
+    assert m["expected_gap_roc_auc"] == pytest.approx(
+        m["oracle_expected_roc_auc"] - m["expected_roc_auc"]
+    )
+    assert 0.5 < m["expected_roc_auc"] < m["oracle_expected_roc_auc"] < 1
+    assert 0 < m["gap_noise_sd_roc_auc"] < 0.1 and 0.5 < m["ceiling_expected_roc_auc"] < 1
 
     client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
     version = client.get_model_version("churn", "1")

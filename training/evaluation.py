@@ -12,9 +12,15 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from matplotlib.figure import Figure  # Figure objects draw headless, with no global state
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
-from training.metrics import classification_metrics, decile_table, regression_metrics
+from training.metrics import (
+    classification_metrics,
+    decile_table,
+    expected_roc_auc,
+    gap_noise_sd,
+    regression_metrics,
+)
 from training.specs import ModelSpec
 
 TRUTH_COLUMN = {"clv": "expected_revenue"}
@@ -54,18 +60,17 @@ CEILING_PARAMS = {
 CEILING_ROUNDS = 300
 
 
-def feature_ceiling(
-    X_fit: pd.DataFrame, truth_fit: np.ndarray, X_test: pd.DataFrame, y_test: np.ndarray
-) -> float:
-    """Test ROC-AUC of trees fitted to the true probabilities of the fit rows (as log-odds):
+def feature_ceiling(X_fit: pd.DataFrame, truth_fit: np.ndarray, X_test: pd.DataFrame) -> np.ndarray:
+    """Test-row scores of trees fitted to the true probabilities of the fit rows (as log-odds):
     about the best any model reading these feature columns ranks, so a model's gap to the
     oracle splits into information (oracle - ceiling) and learning (ceiling - model)."""
     known = ~np.isnan(truth_fit)
     p = np.clip(truth_fit[known], 1e-6, 1 - 1e-6)
     fit = xgb.DMatrix(X_fit.to_numpy(np.float64)[known], label=np.log(p / (1 - p)))
     booster = xgb.train(CEILING_PARAMS, fit, num_boost_round=CEILING_ROUNDS)
-    margin = booster.inplace_predict(X_test.to_numpy(np.float64), validate_features=False)
-    return float(roc_auc_score(y_test, margin))
+    return np.asarray(
+        booster.inplace_predict(X_test.to_numpy(np.float64), validate_features=False), float
+    )
 
 
 def evaluate(
@@ -89,6 +94,11 @@ def evaluate(
         oracle = truth["probability"].to_numpy(float)
         out.update({f"oracle_{k}": v for k, v in classification_metrics(y, oracle).items()})
         out["oracle_gap_roc_auc"] = out["oracle_roc_auc"] - out["roc_auc"]
+        # The same comparison without the luck of this test set's labels.
+        out["expected_roc_auc"] = expected_roc_auc(pred, oracle)
+        out["oracle_expected_roc_auc"] = expected_roc_auc(oracle, oracle)
+        out["expected_gap_roc_auc"] = out["oracle_expected_roc_auc"] - out["expected_roc_auc"]
+        out["gap_noise_sd_roc_auc"] = gap_noise_sd(pred, oracle)
     for column in spec.breakdown:
         if column in ("lead", "former_customer"):
             mask = keys[column].to_numpy(float) == 1

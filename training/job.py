@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from training import tracking
 from training.clv import BGNBD_FEATURES, bgnbd_predict, fit_bgnbd, naive_predict
@@ -30,7 +31,7 @@ from training.evaluation import (
     regression_plots,
     truth_for,
 )
-from training.metrics import regression_metrics
+from training.metrics import expected_roc_auc, regression_metrics
 from training.model import BoostedModel
 from training.specs import ModelSpec
 from training.tuning import StudyPlan, open_study, tune
@@ -83,6 +84,15 @@ class TrainResult:
     def ceiling(self) -> float:
         """The feature ceiling's test AUC (NaN without ground truth or for a regression)."""
         return self.metrics.get("ceiling_roc_auc", float("nan"))
+
+    @property
+    def expected_gap(self) -> str:
+        """The oracle's lead in expected AUC, +- the label noise of one test set's realised gap
+        ('-' without ground truth or for a regression)."""
+        gap = self.metrics.get("expected_gap_roc_auc")
+        if gap is None:
+            return "-"
+        return f"{gap:.3f}+-{self.metrics.get('gap_noise_sd_roc_auc', float('nan')):.3f}"
 
 
 def study_name(spec: ModelSpec, data: TrainingData) -> str:
@@ -256,10 +266,16 @@ def _ceiling(
     `truth_all` being aligned to every row of `data`) and the oracle's lead over it."""
     fit = data.part != "test"
     X_te, y_te, _ = data.rows("test")
-    probability = truth_all.loc[fit, "probability"].to_numpy(float)
-    ceiling = feature_ceiling(data.features[fit], probability, X_te, y_te)
+    probability = truth_all["probability"].to_numpy(float)
+    scores = feature_ceiling(data.features[fit], probability[fit], X_te)
+    ceiling = float(roc_auc_score(y_te, scores))
     log.info("%s: feature ceiling %.4f (oracle %.4f)", spec.name, ceiling, oracle_auc)
-    return {"ceiling_roc_auc": ceiling, "ceiling_gap_roc_auc": oracle_auc - ceiling}
+    expected = expected_roc_auc(scores, probability[~fit])
+    return {
+        "ceiling_roc_auc": ceiling,
+        "ceiling_gap_roc_auc": oracle_auc - ceiling,
+        "ceiling_expected_roc_auc": expected,
+    }
 
 
 @contextlib.contextmanager

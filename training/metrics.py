@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 CLASSIFICATION = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_at_10pct")
@@ -44,6 +45,48 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "positive_rate": float(y.mean()),
         "rows": float(len(y)),
     }
+
+
+def expected_roc_auc(score: np.ndarray, probability: np.ndarray) -> float:
+    """The ROC-AUC `score` is expected to get when each row's label is drawn from its true
+    `probability`: expected ranked pairs (positive above negative, ties counting half) over
+    expected pairs. It is what a realised test AUC estimates, without the luck of the labels,
+    so a gap to the oracle measured this way is the model's, not the draw's."""
+    score = np.asarray(score, dtype=float)
+    p = np.asarray(probability, dtype=float)
+    q = 1.0 - p
+    order = np.argsort(score, kind="stable")
+    _, starts = np.unique(score[order], return_index=True)
+    p_tie = np.add.reduceat(p[order], starts)
+    q_tie = np.add.reduceat(q[order], starts)
+    pq_tie = np.add.reduceat((p * q)[order], starts)
+    below = np.cumsum(q_tie) - q_tie  # expected negatives scored strictly lower
+    ranked = np.sum(p_tie * below) + 0.5 * (np.sum(p_tie * q_tie) - np.sum(pq_tie))
+    pairs = p.sum() * q.sum() - np.sum(p * q)  # a row is never paired with itself
+    if pairs <= 0:
+        raise ValueError("the expected AUC needs probabilities strictly between 0 and 1")
+    return float(ranked / pairs)
+
+
+def gap_noise_sd(
+    score: np.ndarray, probability: np.ndarray, draws: int = 200, seed: int = 0
+) -> float:
+    """Standard deviation of the realised test-AUC gap (oracle minus `score`) over label sets
+    redrawn from the true probabilities: how far one test set's gap can stray by luck."""
+    p = np.asarray(probability, dtype=float)
+    # AUC from mid-ranks: (rank sum of the positives - n1 (n1 + 1) / 2) / (n1 n0).
+    ranks = np.stack([rankdata(p), rankdata(np.asarray(score, dtype=float))]).T
+    rng = np.random.default_rng(seed)
+    gaps: list[np.ndarray] = []
+    for _ in range(0, draws, 25):  # 25 label sets at a time keeps memory small at scale
+        labels = (rng.random((25, len(p))) < p).astype(np.float32)
+        n1 = labels.sum(axis=1, keepdims=True).astype(float)
+        n0 = len(p) - n1
+        auc = (labels @ ranks - n1 * (n1 + 1) / 2) / np.maximum(n1 * n0, 1.0)
+        keep = ((n1 > 0) & (n0 > 0))[:, 0]
+        gaps.append(auc[keep, 0] - auc[keep, 1])
+    gap = np.concatenate(gaps)
+    return float(np.std(gap)) if len(gap) > 1 else float("nan")
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
