@@ -39,6 +39,18 @@ DEFAULT_SPACE: dict[str, Param] = {
     "colsample_bytree": Param(low=0.4, high=1.0),
     "reg_lambda": Param(low=0.1, high=20, log=True),
 }
+# Slow, heavily subsampled trees: for a rare label whose validation set holds a few hundred
+# positives, where a fast learner that wins the validation set by luck generalises worse.
+# Measured on expansion over six worlds: the expected test-AUC gap to the oracle fell from
+# 0.0194 (DEFAULT_SPACE) to 0.0172; 30 trials on DEFAULT_SPACE were worse than 12 (0.0218).
+SLOW_SPACE: dict[str, Param] = {
+    "learning_rate": Param(low=0.01, high=0.03, log=True),
+    "max_depth": Param(low=3, high=6, integer=True),
+    "min_child_weight": Param(low=20, high=100, log=True),
+    "subsample": Param(low=0.4, high=0.7),
+    "colsample_bytree": Param(low=0.3, high=0.6),
+    "reg_lambda": Param(low=1, high=20, log=True),
+}
 # A linear booster (`booster = "gblinear"`) has one knob worth tuning: the L2 penalty, which
 # XGBoost scales by the number of training rows (0.01 is about C = 100 / rows in sklearn).
 LINEAR_SPACE: dict[str, Param] = {"reg_lambda": Param(low=0.003, high=1.0, log=True)}
@@ -171,6 +183,8 @@ SPECS: dict[str, ModelSpec] = {
             horizon_months=3,
             breakdown=["cross_sell", "upsell"],
             gate=Gate(primary_floor=0.65, max_ece=0.02),
+            search_space=SLOW_SPACE,
+            max_rounds=1500,  # 300-700 rounds at these learning rates
         ),
         ModelSpec(
             name="reactivation",
