@@ -78,8 +78,8 @@ def gap_noise_sd(
     ranks = np.stack([rankdata(p), rankdata(np.asarray(score, dtype=float))]).T
     rng = np.random.default_rng(seed)
     gaps: list[np.ndarray] = []
-    for _ in range(0, draws, 25):  # 25 label sets at a time keeps memory small at scale
-        labels = (rng.random((25, len(p))) < p).astype(np.float32)
+    for start in range(0, draws, 25):  # 25 label sets at a time keeps memory small at scale
+        labels = (rng.random((min(25, draws - start), len(p))) < p).astype(np.float32)
         n1 = labels.sum(axis=1, keepdims=True).astype(float)
         n0 = len(p) - n1
         auc = (labels @ ranks - n1 * (n1 + 1) / 2) / np.maximum(n1 * n0, 1.0)
