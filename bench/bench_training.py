@@ -70,17 +70,15 @@ def train_scale(home: Path, scale: float, trials: int) -> dict[str, Any]:
 
 
 def _rows(scale: float, trials: int, result: dict[str, Any]) -> list[list[Any]]:
+    from training.metrics import expected_gap_text
+
     rows = []
     for model, m in result["models"].items():
         metric = f"AUC {m['roc_auc']:.3f}" if "roc_auc" in m else ""
         if "mae" in m and not metric:
             metric = f"MAE {m['mae']:.1f} (naive {m.get('baseline_mae', float('nan')):.1f})"
         oracle = f"{m['oracle_roc_auc']:.3f}" if "oracle_roc_auc" in m else ""
-        expected = (
-            f"{m['expected_gap_roc_auc']:.3f}+-{m.get('gap_noise_sd_roc_auc', float('nan')):.3f}"
-            if "expected_gap_roc_auc" in m
-            else ""
-        )
+        expected = expected_gap_text(m)
         rows.append(
             [f"{scale:g}", model, trials, m["status"], m.get("seconds"), m.get("peak_rss_mb"),
              metric, oracle, expected, None, None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,30 @@ def test_demo_runs_twice_without_duplicating(tmp_path: Path):
     assert first.returncode == 0, first.stderr
     size = (tmp_path / "var" / "raw" / "orders.parquet").stat().st_size
     assert "POST /score" in first.stdout and "6/6 summary" in first.stdout
+    # The summary gives each classifier its expected gap to the oracle, +- the label noise.
+    assert re.search(r"^churn .* \d\.\d{3}\+-\d\.\d{3} ", first.stdout, re.MULTILINE)
     second = subprocess.run([*CLV, "demo"], capture_output=True, text=True, env=env)
     assert second.returncode == 0, second.stderr
     assert "reusing it" in second.stdout
     assert (tmp_path / "var" / "raw" / "orders.parquet").stat().st_size == size
+
+
+def test_the_training_table_shows_the_ceiling_and_the_expected_gap():
+    from clv.workflows import training_table
+    from training.job import TrainResult
+
+    churn_metrics = {
+        "roc_auc": 0.850,
+        "oracle_roc_auc": 0.864,
+        "ceiling_roc_auc": 0.857,
+        "expected_gap_roc_auc": 0.0142,
+        "gap_noise_sd_roc_auc": 0.0025,
+    }
+    churn = TrainResult("churn", "3", 12, churn_metrics, 40.0, "run-1")
+    clv = TrainResult("clv", "2", 12, {"mae": 266.7, "oracle_mae": 263.3}, 60.0, "run-2")
+    lines = training_table([churn, clv]).splitlines()
+    row = next(line for line in lines if line.startswith("churn"))
+    assert row.split()[3:8] == ["0.8500", "0.8640", "0.0140", "0.8570", "0.014+-0.003"]
+    row = next(line for line in lines if line.startswith("clv"))
+    assert row.split()[6:8] == ["-", "-"]  # no ceiling, no expected gap for a regression
+    assert lines[-1].startswith("(expected gap:")

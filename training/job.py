@@ -31,7 +31,7 @@ from training.evaluation import (
     regression_plots,
     truth_for,
 )
-from training.metrics import expected_roc_auc, regression_metrics
+from training.metrics import expected_gap_text, expected_roc_auc, regression_metrics
 from training.model import BoostedModel
 from training.specs import ModelSpec
 from training.tuning import StudyPlan, open_study, tune
@@ -89,10 +89,7 @@ class TrainResult:
     def expected_gap(self) -> str:
         """The oracle's lead in expected AUC, +- the label noise of one test set's realised gap
         ('-' without ground truth or for a regression)."""
-        gap = self.metrics.get("expected_gap_roc_auc")
-        if gap is None:
-            return "-"
-        return f"{gap:.3f}+-{self.metrics.get('gap_noise_sd_roc_auc', float('nan')):.3f}"
+        return expected_gap_text(self.metrics)
 
 
 def study_name(spec: ModelSpec, data: TrainingData) -> str:
@@ -197,7 +194,7 @@ def train(
         truth = None if truth_all is None else truth_all[test].reset_index(drop=True)
         metrics = evaluate(spec, keys_te, y_te, pred, truth)
         if truth_all is not None and "oracle_roc_auc" in metrics:
-            metrics.update(_ceiling(spec, data, truth_all, metrics["oracle_roc_auc"]))
+            metrics.update(_ceiling(spec, data, X_te, y_te, truth_all, metrics["oracle_roc_auc"]))
         kind = "xgboost"
         notes: list[str] = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -260,12 +257,17 @@ def train(
 
 
 def _ceiling(
-    spec: ModelSpec, data: TrainingData, truth_all: pd.DataFrame, oracle_auc: float
+    spec: ModelSpec,
+    data: TrainingData,
+    X_te: pd.DataFrame,
+    y_te: np.ndarray,
+    truth_all: pd.DataFrame,
+    oracle_auc: float,
 ) -> dict[str, float]:
     """The feature ceiling (fitted on the train and validation rows' true probabilities,
-    `truth_all` being aligned to every row of `data`) and the oracle's lead over it."""
+    `truth_all` being aligned to every row of `data`; scored on the test rows `X_te`) and the
+    oracle's lead over it."""
     fit = data.part != "test"
-    X_te, y_te, _ = data.rows("test")
     probability = truth_all["probability"].to_numpy(float)
     scores = feature_ceiling(data.features[fit], probability[fit], X_te)
     ceiling = float(roc_auc_score(y_te, scores))

@@ -89,6 +89,15 @@ def gap_noise_sd(
     return float(np.std(gap)) if len(gap) > 1 else float("nan")
 
 
+def expected_gap_text(metrics: dict[str, float]) -> str:
+    """'gap+-noise' of a run's expected test-AUC gap to the oracle, '-' when it has none
+    (no ground truth, or a regression)."""
+    gap = metrics.get("expected_gap_roc_auc")
+    if gap is None:
+        return "-"
+    return f"{gap:.3f}+-{metrics.get('gap_noise_sd_roc_auc', float('nan')):.3f}"
+
+
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, total error (% of actual) and decile calibration of value predictions."""
     y = np.asarray(y, dtype=float)
